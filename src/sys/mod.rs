@@ -1,0 +1,139 @@
+//! The OS layer: the only module (with `ffi/`) that calls libc.
+//!
+//! Every syscall goes through [`cvt`], which turns the C convention (`-1` and
+//! `errno`) into `Result<T, Errno>`. Owned descriptors are [`OwnedFd`], created
+//! with `CLOEXEC`, and close on drop. Functions that only take a raw fd number
+//! are safe: the kernel validates the number, and a wrong one gives `EBADF`,
+//! never undefined behaviour in this process.
+
+pub mod epoll;
+pub mod eventfd;
+
+use std::fmt;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// An `errno` value (always positive).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const EINTR: Errno = Errno(libc::EINTR);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
+    pub const ENOTRECOVERABLE: Errno = Errno(libc::ENOTRECOVERABLE);
+
+    /// The calling thread's current `errno`.
+    pub fn last() -> Errno {
+        Errno(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
+    }
+
+    /// The value as the C API returns it: `-errno`.
+    pub fn to_negative(self) -> i32 {
+        -self.0
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Errno({}: {})",
+            self.0,
+            std::io::Error::from_raw_os_error(self.0)
+        )
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&std::io::Error::from_raw_os_error(self.0), f)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for std::io::Error {
+    fn from(e: Errno) -> Self {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// Turns a libc return value into a `Result`: `-1` becomes the current errno.
+pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> Result<T> {
+    if ret.is_minus_one() {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub(crate) trait IsMinusOne {
+    fn is_minus_one(&self) -> bool;
+}
+
+macro_rules! impl_is_minus_one {
+    ($($t:ty)*) => {$(
+        impl IsMinusOne for $t {
+            fn is_minus_one(&self) -> bool { *self == -1 }
+        }
+    )*}
+}
+impl_is_minus_one! { i32 isize i64 }
+
+/// Wraps a raw descriptor the caller owns in an [`OwnedFd`].
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else will close.
+pub unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees `fd` is open and exclusively owned.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// True when `fd` refers to an open descriptor (`fcntl(F_GETFD)` succeeds).
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads descriptor flags only; any fd number is acceptable input.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Current `CLOCK_MONOTONIC` time in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Writes `msg` to stderr with one `write(2)`, ignoring errors (tracing only).
+pub fn write_stderr(msg: &[u8]) {
+    // SAFETY: `msg` is a valid readable buffer of `msg.len()` bytes; fd 2 may be closed,
+    // in which case write fails harmlessly with EBADF.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Reads an environment variable with `getenv(3)` (usable before `main`).
+pub fn getenv_bytes(name: &std::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated. getenv returns NULL or a pointer into the
+    // environment block, which lives for the process (nothing here calls setenv).
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a non-NULL, NUL-terminated string from the environment.
+    Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes())
+}
