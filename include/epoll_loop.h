@@ -22,6 +22,26 @@
 #define EPOLL_LOOP_VERSION_STRING "0.1.0"
 
 /**
+ * Log level: something failed (a listener error, a failed accept).
+ */
+#define EPOLL_LOOP_LOG_ERROR 1
+
+/**
+ * Log level: something unusual that the server handled (fd exhaustion, rejections).
+ */
+#define EPOLL_LOOP_LOG_WARN 2
+
+/**
+ * Log level: lifecycle ("server started successfully", "new connection", "client close").
+ */
+#define EPOLL_LOOP_LOG_INFO 3
+
+/**
+ * Log level: per-read detail ("received data").
+ */
+#define EPOLL_LOOP_LOG_DEBUG 4
+
+/**
  * Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
  */
 #define EPOLL_LOOP_IN 1
@@ -72,6 +92,12 @@
 #define EPOLL_LOOP_ET 2147483648
 
 /**
+ * An echo server. Opaque; create with `echo_server_start` or `echo_server_attach`,
+ * stop and free with `echo_server_stop`.
+ */
+typedef struct echo_server echo_server;
+
+/**
  * An event loop: an epoll set, its registrations and callbacks, timers and a
  * waker. Opaque; create with `epoll_loop_new` or `epoll_loop_from_fd`, free with
  * `epoll_loop_free`.
@@ -81,6 +107,108 @@
  * `epoll_loop_wake` may be called from other threads (or signal handlers).
  */
 typedef struct epoll_loop epoll_loop;
+
+/**
+ * Receives the server's log lines. `level` is one of `EPOLL_LOOP_LOG_*`;
+ * `message` is a NUL-terminated line without a trailing newline, valid only
+ * during the call. Called on the server's loop thread(s); with `threads > 1`,
+ * concurrently from several threads.
+ */
+typedef void (*echo_server_log_fn)(int level, const char *message, void *user_data);
+
+/**
+ * Configuration of an echo server. Always initialise it with
+ * `echo_server_config_init`, then change the fields you need: fields may be
+ * added at the end in later versions, and `struct_size` tells the library
+ * which ones your program knows.
+ */
+typedef struct echo_server_config {
+  /**
+   * `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
+   */
+  uint32_t struct_size;
+  /**
+   * Address to listen on (numeric IPv4 or IPv6, or a host name). Default "127.0.0.1".
+   */
+  const char *host;
+  /**
+   * Port; 0 picks an ephemeral port (read it with `echo_server_port`). Default 8888.
+   */
+  uint16_t port;
+  /**
+   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+   */
+  int backlog;
+  /**
+   * Loop threads for `echo_server_start` (each with its own listener on the same
+   * port through `SO_REUSEPORT`). Default 1. `echo_server_attach` requires 1.
+   */
+  uint32_t threads;
+  /**
+   * Connections above this many are accepted and closed at once (counted as
+   * `rejected`). Default 0: limited only by `RLIMIT_NOFILE`.
+   */
+  uint32_t max_connections;
+  /**
+   * Close connections with no traffic for this long. Default 0: never.
+   */
+  uint32_t idle_timeout_ms;
+  /**
+   * Per connection: when this many bytes wait to be sent back, the server stops
+   * reading from that client until they drain. Default 256 KiB.
+   */
+  size_t max_pending_bytes;
+  /**
+   * Log callback; default NULL (the library prints nothing).
+   */
+  echo_server_log_fn log;
+  /**
+   * Passed to `log`.
+   */
+  void *log_user_data;
+  /**
+   * The most detailed `EPOLL_LOOP_LOG_*` level passed to `log`. Default `EPOLL_LOOP_LOG_INFO`.
+   */
+  int log_level;
+} echo_server_config;
+
+/**
+ * Counters of an echo server (summed over its threads).
+ */
+typedef struct echo_server_stats {
+  /**
+   * Connections accepted (rejected ones included).
+   */
+  uint64_t accepted;
+  /**
+   * Connections open now.
+   */
+  uint64_t active;
+  /**
+   * Connections closed (by either side, idle timeouts and rejections included).
+   */
+  uint64_t closed;
+  /**
+   * Connections closed at once because `max_connections` was reached.
+   */
+  uint64_t rejected;
+  /**
+   * Bytes read from clients.
+   */
+  uint64_t bytes_in;
+  /**
+   * Bytes written back to clients.
+   */
+  uint64_t bytes_out;
+  /**
+   * Connections closed by `idle_timeout_ms`.
+   */
+  uint64_t idle_timeouts;
+  /**
+   * `accept(2)` failures other than `EAGAIN` (`EMFILE`, `ENFILE`, `ENOBUFS`, ...).
+   */
+  uint64_t accept_errors;
+} echo_server_stats;
 
 /**
  * Called when a registered fd is ready.
@@ -142,6 +270,65 @@ typedef struct epoll_loop_stats {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+ * thread, no connection limit, no idle timeout, 256 KiB pending cap, no log).
+ * Ownership: `*cfg` is the caller's. `cfg` NULL is ignored.
+ * Thread safety: safe from any thread.
+ */
+void echo_server_config_init(struct echo_server_config *cfg);
+
+/**
+ * Starts an echo server on its own thread(s); it is listening when this returns.
+ * Returns: 0, and the server in `*out`.
+ * Errors: `-EINVAL` (NULL argument, bad config), `-EADDRINUSE`, `-EADDRNOTAVAIL`,
+ * `-ENOENT` (host name does not resolve), `-EMFILE`, `-ENOMEM`.
+ * Ownership: the caller owns `*out` and releases it with `echo_server_stop`.
+ * Thread safety: safe from any thread.
+ */
+int echo_server_start(const struct echo_server_config *cfg, struct echo_server **out);
+
+/**
+ * Starts an echo server on the caller's loop (driven by the caller's `_poll`/`_run`).
+ * `cfg->threads` must be 1.
+ * Returns: 0, and the server in `*out`.
+ * Errors: as `echo_server_start`, and `-EINVAL` when `threads != 1`.
+ * Ownership: the caller owns `*out`; `echo_server_stop` must be called on the loop's
+ * thread before the loop is freed.
+ * Thread safety: loop thread.
+ */
+int echo_server_attach(struct epoll_loop *loop,
+                       const struct echo_server_config *cfg,
+                       struct echo_server **out);
+
+/**
+ * The port the server listens on (useful after configuring port 0).
+ * Returns: the port (1..65535).
+ * Errors: `-EINVAL` (NULL or stopped server).
+ * Thread safety: safe from any thread.
+ */
+int echo_server_port(const struct echo_server *srv);
+
+/**
+ * Fills `*out` with the server's counters.
+ * Returns: 0.
+ * Errors: `-EINVAL` (NULL argument or stopped server).
+ * Thread safety: safe from any thread for a started server; loop thread for an attached one.
+ */
+int echo_server_get_stats(const struct echo_server *srv, struct echo_server_stats *out);
+
+/**
+ * Stops the server gracefully: stops accepting, sends what is pending (for at most
+ * a short deadline), closes every connection, joins its threads and frees it.
+ * Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
+ * Errors: `-EINVAL` (not a live server), `-EBUSY` (attached server stopped from
+ * inside its loop's dispatch... see notes).
+ * Ownership: `srv` is invalid after a 0 return.
+ * Thread safety: any thread for a started server (not from its own log callback);
+ * the loop's thread for an attached one.
+ */
+int echo_server_stop(struct echo_server *srv);
 
 /**
  * Describes an error code returned by this library.

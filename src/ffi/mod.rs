@@ -11,11 +11,13 @@
 #![allow(clippy::missing_safety_doc)]
 #![allow(non_camel_case_types)]
 
+pub mod echo;
 pub mod error;
 pub mod event_loop;
 pub(crate) mod guard;
 pub mod version;
 
+pub use echo::*;
 pub use error::*;
 pub use event_loop::*;
 pub use version::*;
