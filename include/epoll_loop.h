@@ -94,6 +94,10 @@
 /**
  * An echo server. Opaque; create with `echo_server_start` or `echo_server_attach`,
  * stop and free with `echo_server_stop`.
+ *
+ * Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port` and
+ * `echo_server_get_stats` may be called from any thread for a started server;
+ * an attached server belongs to its loop's thread.
  */
 typedef struct echo_server echo_server;
 
@@ -273,30 +277,39 @@ extern "C" {
 
 /**
  * Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
- * thread, no connection limit, no idle timeout, 256 KiB pending cap, no log).
- * Ownership: `*cfg` is the caller's. `cfg` NULL is ignored.
+ * thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
+ * log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
+ * Returns: nothing. `cfg` NULL is ignored.
+ * Errors: none.
+ * Ownership: `*cfg` is the caller's; `host` points to a static string.
  * Thread safety: safe from any thread.
  */
 void echo_server_config_init(struct echo_server_config *cfg);
 
 /**
- * Starts an echo server on its own thread(s); it is listening when this returns.
+ * Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
+ * port through `SO_REUSEPORT`); it is listening when this returns.
  * Returns: 0, and the server in `*out`.
- * Errors: `-EINVAL` (NULL argument, bad config), `-EADDRINUSE`, `-EADDRNOTAVAIL`,
- * `-ENOENT` (host name does not resolve), `-EMFILE`, `-ENOMEM`.
- * Ownership: the caller owns `*out` and releases it with `echo_server_stop`.
+ * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
+ * `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
+ * `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
+ * (no thread could be started). On error nothing is left running or open.
+ * Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
+ * library copies what it needs from `cfg` (including `host`).
  * Thread safety: safe from any thread.
  */
 int echo_server_start(const struct echo_server_config *cfg, struct echo_server **out);
 
 /**
- * Starts an echo server on the caller's loop (driven by the caller's `_poll`/`_run`).
- * `cfg->threads` must be 1.
+ * Starts an echo server on the caller's loop; it is listening when this returns
+ * and serves while the caller drives the loop (`_poll`/`_run`). `cfg->threads`
+ * must be 1.
  * Returns: 0, and the server in `*out`.
- * Errors: as `echo_server_start`, and `-EINVAL` when `threads != 1`.
- * Ownership: the caller owns `*out`; `echo_server_stop` must be called on the loop's
- * thread before the loop is freed.
- * Thread safety: loop thread.
+ * Errors: as `echo_server_start`; `-EINVAL` also for `loop` NULL or freed and for
+ * `threads != 1`.
+ * Ownership: the caller owns `*out`; call `echo_server_stop` on the loop's thread
+ * before freeing the loop.
+ * Thread safety: the loop's thread; allowed inside the loop's callbacks.
  */
 int echo_server_attach(struct epoll_loop *loop,
                        const struct echo_server_config *cfg,
@@ -305,28 +318,35 @@ int echo_server_attach(struct epoll_loop *loop,
 /**
  * The port the server listens on (useful after configuring port 0).
  * Returns: the port (1..65535).
- * Errors: `-EINVAL` (NULL or stopped server).
- * Thread safety: safe from any thread.
+ * Errors: `-EINVAL` (`srv` NULL or stopped).
+ * Ownership: unchanged.
+ * Thread safety: any thread for a started server; the loop's thread for an attached one.
  */
 int echo_server_port(const struct echo_server *srv);
 
 /**
- * Fills `*out` with the server's counters.
+ * Fills `*out` with the server's counters (summed over its threads).
  * Returns: 0.
- * Errors: `-EINVAL` (NULL argument or stopped server).
- * Thread safety: safe from any thread for a started server; loop thread for an attached one.
+ * Errors: `-EINVAL` (`srv` or `out` NULL, server stopped).
+ * Ownership: `*out` is the caller's; written only on success.
+ * Thread safety: any thread for a started server; the loop's thread for an attached one.
  */
 int echo_server_get_stats(const struct echo_server *srv, struct echo_server_stats *out);
 
 /**
- * Stops the server gracefully: stops accepting, sends what is pending (for at most
- * a short deadline), closes every connection, joins its threads and frees it.
+ * Stops the server gracefully and frees it: stops accepting, lets every
+ * connection send what is pending (for at most 2 s), then closes it.
+ *
+ * A started server: its threads finish all of that before this returns.
+ * An attached server: this closes the listener and starts the flush; connections
+ * with pending bytes finish as the caller keeps driving the loop (they are
+ * closed at once if the loop is freed first).
  * Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
- * Errors: `-EINVAL` (not a live server), `-EBUSY` (attached server stopped from
- * inside its loop's dispatch... see notes).
+ * Errors: `-EINVAL` (not a live server, e.g. stopped twice; best effort), or
+ * for an attached server whose loop was freed).
  * Ownership: `srv` is invalid after a 0 return.
- * Thread safety: any thread for a started server (not from its own log callback);
- * the loop's thread for an attached one.
+ * Thread safety: a started server from any thread except its own log callback
+ * (that would wait for itself); an attached one on its loop's thread.
  */
 int echo_server_stop(struct echo_server *srv);
 

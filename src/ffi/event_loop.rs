@@ -61,6 +61,11 @@ impl epoll_loop {
             core,
         }))
     }
+
+    /// The Rust loop behind a handle (for layers built on the C object).
+    pub(crate) fn core(&self) -> &EventLoop {
+        &self.core
+    }
 }
 
 /// Called when a registered fd is ready.

@@ -8,6 +8,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod socket;
 
 use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

@@ -1,0 +1,287 @@
+//! TCP socket calls: listen, accept, recv, send (always `MSG_NOSIGNAL`), shutdown,
+//! addresses, `SO_LINGER`, `SO_ERROR`, and the reserve descriptor for `EMFILE`.
+
+use super::{Errno, Result, cvt};
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn to_raw(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn from_raw(ss: &libc::sockaddr_storage) -> Result<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                port,
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => Err(Errno(libc::EAFNOSUPPORT)),
+    }
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> Result<()> {
+    // SAFETY: passes a pointer to a live i32 and its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// A non-blocking, close-on-exec TCP socket bound to `addr` and listening.
+/// `SO_REUSEADDR` is always set; `SO_REUSEPORT` when `reuse_port`.
+/// `backlog <= 0` means `SOMAXCONN`.
+pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall with valid constants.
+    let raw = cvt(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: socket() returned a new descriptor we alone own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuse_port {
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    let (ss, len) = to_raw(addr);
+    // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
+    cvt(unsafe { libc::bind(raw, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+    let backlog = if backlog <= 0 {
+        libc::SOMAXCONN
+    } else {
+        backlog
+    };
+    // SAFETY: plain syscall on our socket.
+    cvt(unsafe { libc::listen(raw, backlog) })?;
+    Ok(fd)
+}
+
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`; the peer address is not fetched.
+pub fn accept(listener: &OwnedFd) -> Result<OwnedFd> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: NULL address pointers are allowed by accept4.
+    let raw = cvt(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    })?;
+    // SAFETY: accept4 returned a new descriptor we alone own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `recv(2)` into `buf`; 0 means the peer shut down its writing half.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+    let n = cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })?;
+    Ok(n as usize)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, never `SIGPIPE`).
+pub fn send(fd: RawFd, buf: &[u8]) -> Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` readable bytes.
+    let n = cvt(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    })?;
+    Ok(n as usize)
+}
+
+/// `shutdown(SHUT_WR)`: sends FIN after what is queued in the kernel.
+pub fn shutdown_write(fd: RawFd) -> Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
+    Ok(())
+}
+
+/// Sets `SO_LINGER {on, 0}` so that `close` sends RST instead of FIN.
+pub fn set_linger_zero(fd: RawFd) -> Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a pointer to a live linger struct and its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// The pending socket error (`SO_ERROR`), if any.
+pub fn take_error(fd: RawFd) -> Result<Option<Errno>> {
+    let mut v: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live and sized for SO_ERROR's int.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut i32).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((v != 0).then_some(Errno(v)))
+}
+
+/// The address a socket is bound to.
+pub fn local_addr(fd: RawFd) -> Result<SocketAddr> {
+    // SAFETY: all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss`/`len` describe a writable buffer large enough for any address.
+    cvt(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    from_raw(&ss)
+}
+
+/// The address of a connected socket's peer.
+pub fn peer_addr(fd: RawFd) -> Result<SocketAddr> {
+    // SAFETY: all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss`/`len` describe a writable buffer large enough for any address.
+    cvt(unsafe {
+        libc::getpeername(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    from_raw(&ss)
+}
+
+/// Opens `/dev/null` read-only: the spare descriptor kept for `EMFILE` handling.
+pub fn open_reserve() -> Result<OwnedFd> {
+    // SAFETY: the path is a valid NUL-terminated string.
+    let raw = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor we alone own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_accept_send_recv_roundtrip() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let l = tcp_listen(&addr, 0, false).unwrap();
+        let bound = local_addr(l.as_raw_fd()).unwrap();
+        assert_ne!(bound.port(), 0);
+        assert_eq!(accept(&l).map(|_| ()), Err(Errno::EAGAIN));
+        let mut c = std::net::TcpStream::connect(bound).unwrap();
+        let s = loop {
+            match accept(&l) {
+                Ok(s) => break s,
+                Err(Errno::EAGAIN) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(peer_addr(s.as_raw_fd()).unwrap(), c.local_addr().unwrap());
+        assert_eq!(send(s.as_raw_fd(), b"hi").unwrap(), 2);
+        use std::io::{Read, Write};
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hi");
+        c.write_all(b"yo").unwrap();
+        let mut got = [0u8; 8];
+        let n = loop {
+            match recv(s.as_raw_fd(), &mut got) {
+                Ok(n) => break n,
+                Err(Errno::EAGAIN) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&got[..n], b"yo");
+        assert_eq!(take_error(s.as_raw_fd()).unwrap(), None);
+        drop(c);
+    }
+
+    #[test]
+    fn v6_addresses_roundtrip() {
+        let a: SocketAddr = "[::1]:8080".parse().unwrap();
+        let (ss, _) = to_raw(&a);
+        assert_eq!(from_raw(&ss).unwrap(), a);
+    }
+}

@@ -1,0 +1,596 @@
+//! Layer 4: a TCP listener and a buffered connection on top of the loop.
+//!
+//! [`Conn`] is libevent's bufferevent / libuv's stream, bounded by default:
+//! - Reads go into one buffer per [`TcpContext`] (shared by all its connections),
+//!   then to [`ConnHandler::on_data`]; nothing is kept per connection.
+//! - [`Conn::write`] sends at once what the socket takes and queues only the
+//!   rest; `EPOLLOUT` is armed only while something is queued. A write that
+//!   would take the queue past its cap fails whole with `ENOBUFS`.
+//! - When the queue falls to its low-water mark after having been above it,
+//!   [`ConnHandler::on_drain`] runs (the echo server resumes reading there).
+//! - A peer's EOF flushes what is queued, then closes: `on_close(0)`.
+//! - `on_close` runs exactly once; afterwards every operation fails with `EPIPE`.
+//!
+//! [`Listener`] accepts until `EAGAIN` and survives `EMFILE`/`ENFILE` with
+//! libuv's reserve-fd trick (close the spare descriptor, accept and close the
+//! pending connection, reopen the spare), so a full descriptor table neither
+//! kills the listener nor makes it spin; if even that fails, accepting pauses
+//! for [`ACCEPT_BACKOFF_MS`].
+
+use crate::event_loop::{EventLoop, HUP, IN, OUT, RDHUP};
+use crate::sys::{self, Errno, Result, socket};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Size of the shared read buffer.
+pub const READ_BUFFER: usize = 64 * 1024;
+/// Reads per readiness event before yielding to other connections.
+const READS_PER_EVENT: usize = 16;
+/// Accepts per readiness event before yielding.
+const ACCEPTS_PER_EVENT: usize = 256;
+/// How long accepting pauses when even the reserve-fd trick fails.
+pub const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// Counters shared by a listener and its connections (readable from any thread).
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    pub closed: AtomicU64,
+    pub rejected: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub accept_errors: AtomicU64,
+}
+
+impl TcpStats {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn sub(c: &AtomicU64, n: u64) {
+        c.fetch_sub(n, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// What a group of connections on one loop shares: the read buffer and counters.
+pub struct TcpContext {
+    read_buf: Cell<Vec<u8>>,
+    pub stats: std::sync::Arc<TcpStats>,
+}
+
+impl std::fmt::Debug for TcpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpContext")
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl TcpContext {
+    pub fn new(stats: std::sync::Arc<TcpStats>) -> Rc<TcpContext> {
+        Rc::new(TcpContext {
+            read_buf: Cell::new(Vec::new()),
+            stats,
+        })
+    }
+}
+
+/// Callbacks of a connection. Each receives the loop and the connection.
+pub trait ConnHandler {
+    /// Bytes arrived. `data` is valid only during the call.
+    fn on_data(&self, lp: &EventLoop, conn: &Rc<Conn>, data: &[u8]);
+    /// The write queue fell to its low-water mark after being above it.
+    fn on_drain(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
+    /// The connection closed: 0 after a clean EOF or `close`, else `-errno`.
+    /// Runs exactly once; the connection refuses every operation afterwards.
+    fn on_close(&self, _lp: &EventLoop, _conn: &Rc<Conn>, _error: i32) {}
+}
+
+const PAUSED: u8 = 1;
+const EOF: u8 = 2;
+const CLOSING: u8 = 4;
+const CLOSED: u8 = 8;
+const WANT_DRAIN: u8 = 16;
+const FAILED: u8 = 32;
+
+/// Bytes accepted by `write` but not yet taken by the socket.
+#[derive(Debug, Default)]
+struct WriteQueue {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl WriteQueue {
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+    fn front(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            // Empty: give the memory back so an idle connection costs nothing here.
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+    fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+}
+
+/// A buffered, non-blocking TCP connection registered on a loop.
+pub struct Conn {
+    fd: OwnedFd,
+    flags: Cell<u8>,
+    mask: Cell<u32>,
+    /// Failure recorded by a write, reported from the next event (as `-errno`).
+    error: Cell<i32>,
+    max_queue: Cell<u32>,
+    low_water: Cell<u32>,
+    last_active_ms: Cell<u64>,
+    queue: RefCell<WriteQueue>,
+    handler: Rc<dyn ConnHandler>,
+    ctx: Rc<TcpContext>,
+    user: Cell<usize>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("fd", &self.fd)
+            .field("flags", &self.flags.get())
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    sys::monotonic_ns() / 1_000_000
+}
+
+impl Conn {
+    /// Wraps a connected non-blocking socket and registers it for reading.
+    pub fn open(
+        lp: &EventLoop,
+        fd: OwnedFd,
+        ctx: Rc<TcpContext>,
+        handler: Rc<dyn ConnHandler>,
+        max_queue: usize,
+        low_water: usize,
+    ) -> Result<Rc<Conn>> {
+        let conn = Rc::new(Conn {
+            fd,
+            flags: Cell::new(0),
+            mask: Cell::new(IN | RDHUP),
+            error: Cell::new(0),
+            max_queue: Cell::new(max_queue.min(u32::MAX as usize) as u32),
+            low_water: Cell::new(low_water.min(u32::MAX as usize) as u32),
+            last_active_ms: Cell::new(now_ms()),
+            queue: RefCell::new(WriteQueue::default()),
+            handler,
+            ctx,
+            user: Cell::new(0),
+        });
+        let c = conn.clone();
+        lp.register(
+            conn.fd(),
+            IN | RDHUP,
+            Rc::new(move |lp: &EventLoop, _fd, ev| c.on_event(lp, ev)),
+        )?;
+        Ok(conn)
+    }
+
+    /// The socket.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Bytes queued, not yet taken by the socket.
+    pub fn queued(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    /// True once `on_close` has run (or is running).
+    pub fn is_closed(&self) -> bool {
+        self.has(CLOSED)
+    }
+
+    /// Milliseconds (monotonic) of the last read or write.
+    pub fn last_active_ms(&self) -> u64 {
+        self.last_active_ms.get()
+    }
+
+    /// A word of user data (the C API keeps its `void *` here).
+    pub fn user(&self) -> usize {
+        self.user.get()
+    }
+
+    /// Sets the word of user data.
+    pub fn set_user(&self, v: usize) {
+        self.user.set(v)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        socket::peer_addr(self.fd())
+    }
+
+    fn has(&self, f: u8) -> bool {
+        self.flags.get() & f != 0
+    }
+    fn set(&self, f: u8) {
+        self.flags.set(self.flags.get() | f)
+    }
+    fn clear(&self, f: u8) {
+        self.flags.set(self.flags.get() & !f)
+    }
+
+    fn wants_read(&self) -> bool {
+        self.flags.get() & (PAUSED | EOF | CLOSING | CLOSED | FAILED) == 0
+    }
+
+    /// Re-registers for what the connection now needs (only when it changed).
+    fn update_mask(&self, lp: &EventLoop) {
+        if self.has(CLOSED) {
+            return;
+        }
+        let mut want = if self.wants_read() { IN | RDHUP } else { 0 };
+        if self.queued() > 0 || self.has(FAILED) {
+            want |= OUT;
+        }
+        if want != self.mask.get() && lp.modify(self.fd(), want).is_ok() {
+            self.mask.set(want);
+        }
+    }
+
+    /// Queues `data` for sending, sending at once what the socket takes.
+    /// All or nothing: `ENOBUFS` when the queue would pass its cap, `EPIPE` once
+    /// the connection is closing or closed.
+    pub fn write(self: &Rc<Self>, lp: &EventLoop, data: &[u8]) -> Result<()> {
+        if self.flags.get() & (CLOSING | CLOSED | FAILED) != 0 {
+            return Err(Errno(libc::EPIPE));
+        }
+        let queued = self.queued();
+        if queued + data.len() > self.max_queue.get() as usize {
+            return Err(Errno(libc::ENOBUFS));
+        }
+        let mut sent = 0;
+        if queued == 0 {
+            while sent < data.len() {
+                match socket::send(self.fd(), &data[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => break,
+                    Err(e) => {
+                        // Reported from the next event, never from inside `write`.
+                        self.error.set(-e.0);
+                        self.set(FAILED);
+                        self.update_mask(lp);
+                        return Ok(());
+                    }
+                }
+            }
+            if sent > 0 {
+                TcpStats::add(&self.ctx.stats.bytes_out, sent as u64);
+                self.last_active_ms.set(now_ms());
+            }
+        }
+        if sent < data.len() {
+            self.queue.borrow_mut().push(&data[sent..]);
+            if self.queued() > self.low_water.get() as usize {
+                self.set(WANT_DRAIN);
+            }
+            self.update_mask(lp);
+        }
+        Ok(())
+    }
+
+    /// Stops reading (the kernel's receive buffer then fills and TCP pushes back).
+    pub fn pause(&self, lp: &EventLoop) {
+        self.set(PAUSED);
+        self.update_mask(lp);
+    }
+
+    /// Resumes reading after [`Conn::pause`].
+    pub fn resume(&self, lp: &EventLoop) {
+        self.clear(PAUSED);
+        self.update_mask(lp);
+    }
+
+    /// Stops reading, sends what is queued, then closes (`on_close(0)`).
+    pub fn close(self: &Rc<Self>, lp: &EventLoop) {
+        if self.flags.get() & (CLOSING | CLOSED) != 0 {
+            return;
+        }
+        self.set(CLOSING);
+        if self.queued() == 0 && !self.has(FAILED) {
+            self.close_now(lp, 0);
+        } else {
+            self.update_mask(lp);
+        }
+    }
+
+    /// Closes at once, discarding the queue, with RST (`SO_LINGER` 0); `on_close(error)`.
+    pub fn abort(self: &Rc<Self>, lp: &EventLoop, error: i32) {
+        if self.has(CLOSED) {
+            return;
+        }
+        let _ = socket::set_linger_zero(self.fd());
+        self.close_now(lp, error);
+    }
+
+    fn close_now(self: &Rc<Self>, lp: &EventLoop, error: i32) {
+        if self.has(CLOSED) {
+            return;
+        }
+        self.set(CLOSED);
+        let _ = lp.unregister(self.fd());
+        *self.queue.borrow_mut() = WriteQueue::default();
+        self.handler.on_close(lp, self, error);
+        // The descriptor closes when the last `Rc<Conn>` goes (the loop's
+        // registration held one; it is dropped once this dispatch returns).
+    }
+
+    fn on_event(self: &Rc<Self>, lp: &EventLoop, events: u32) {
+        if self.has(CLOSED) {
+            return;
+        }
+        if self.has(FAILED) {
+            self.close_now(lp, self.error.get());
+            return;
+        }
+        if events & libc::EPOLLERR as u32 != 0 {
+            let e = socket::take_error(self.fd())
+                .ok()
+                .flatten()
+                .unwrap_or(Errno(libc::EIO));
+            self.close_now(lp, -e.0);
+            return;
+        }
+        if events & OUT != 0 {
+            self.flush(lp);
+            if self.has(CLOSED) {
+                return;
+            }
+        }
+        if events & (IN | RDHUP | HUP) != 0 {
+            if self.wants_read() {
+                self.read(lp);
+            } else if events & HUP != 0 {
+                // Both directions are gone and we are not reading: nothing more can be sent.
+                self.close_now(
+                    lp,
+                    if self.queued() > 0 {
+                        -libc::ECONNRESET
+                    } else {
+                        0
+                    },
+                );
+                return;
+            }
+        }
+        self.update_mask(lp);
+    }
+
+    fn read(self: &Rc<Self>, lp: &EventLoop) {
+        let mut buf = self.ctx.read_buf.take();
+        if buf.len() < READ_BUFFER {
+            buf = vec![0; READ_BUFFER];
+        }
+        for _ in 0..READS_PER_EVENT {
+            if !self.wants_read() {
+                break;
+            }
+            match socket::recv(self.fd(), &mut buf) {
+                Ok(0) => {
+                    self.set(EOF);
+                    if self.queued() == 0 {
+                        self.close_now(lp, 0);
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    TcpStats::add(&self.ctx.stats.bytes_in, n as u64);
+                    self.last_active_ms.set(now_ms());
+                    self.handler.on_data(lp, self, &buf[..n]);
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    self.close_now(lp, -e.0);
+                    break;
+                }
+            }
+        }
+        self.ctx.read_buf.set(buf);
+    }
+
+    fn flush(self: &Rc<Self>, lp: &EventLoop) {
+        let mut sent_total = 0u64;
+        loop {
+            let r = {
+                let q = self.queue.borrow();
+                if q.len() == 0 {
+                    break;
+                }
+                socket::send(self.fd(), q.front())
+            };
+            match r {
+                Ok(n) => {
+                    self.queue.borrow_mut().consume(n);
+                    sent_total += n as u64;
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    self.close_now(lp, -e.0);
+                    return;
+                }
+            }
+        }
+        if sent_total > 0 {
+            TcpStats::add(&self.ctx.stats.bytes_out, sent_total);
+            self.last_active_ms.set(now_ms());
+        }
+        let queued = self.queued();
+        if queued == 0 && self.flags.get() & (EOF | CLOSING) != 0 {
+            self.close_now(lp, 0);
+            return;
+        }
+        if self.has(WANT_DRAIN) && queued <= self.low_water.get() as usize {
+            self.clear(WANT_DRAIN);
+            self.handler.on_drain(lp, self);
+        }
+    }
+}
+
+/// Called for each accepted connection with its socket.
+pub type AcceptCallback = Box<dyn Fn(&EventLoop, OwnedFd)>;
+
+/// A listening socket registered on a loop.
+pub struct Listener {
+    fd: OwnedFd,
+    reserve: RefCell<Option<OwnedFd>>,
+    on_accept: AcceptCallback,
+    stats: std::sync::Arc<TcpStats>,
+    closed: Cell<bool>,
+    backoff_timer: Cell<u64>,
+    on_error: Box<dyn Fn(Errno)>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("fd", &self.fd).finish()
+    }
+}
+
+impl Listener {
+    /// Registers a listening socket (from [`socket::tcp_listen`]) on `lp`.
+    /// `on_error` hears about each failed accept (after it was handled).
+    pub fn open(
+        lp: &EventLoop,
+        fd: OwnedFd,
+        stats: std::sync::Arc<TcpStats>,
+        on_accept: AcceptCallback,
+        on_error: Box<dyn Fn(Errno)>,
+    ) -> Result<Rc<Listener>> {
+        let l = Rc::new(Listener {
+            fd,
+            reserve: RefCell::new(socket::open_reserve().ok()),
+            on_accept,
+            stats,
+            closed: Cell::new(false),
+            backoff_timer: Cell::new(0),
+            on_error,
+        });
+        let l2 = l.clone();
+        lp.register(
+            l.fd.as_raw_fd(),
+            IN,
+            Rc::new(move |lp: &EventLoop, _fd, _ev| l2.accept_ready(lp)),
+        )?;
+        Ok(l)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        socket::local_addr(self.fd.as_raw_fd())
+    }
+
+    /// Stops accepting and unregisters (the socket closes when the last reference goes).
+    pub fn close(&self, lp: &EventLoop) {
+        if self.closed.replace(true) {
+            return;
+        }
+        let t = self.backoff_timer.replace(0);
+        if t != 0 {
+            let _ = lp.timer_stop(t);
+        }
+        let _ = lp.unregister(self.fd.as_raw_fd());
+    }
+
+    fn accept_ready(self: &Rc<Self>, lp: &EventLoop) {
+        for _ in 0..ACCEPTS_PER_EVENT {
+            if self.closed.get() {
+                return;
+            }
+            match socket::accept(&self.fd) {
+                Ok(fd) => (self.on_accept)(lp, fd),
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) if e.0 == libc::ECONNABORTED || e.0 == libc::EPROTO => continue,
+                Err(e) if e.0 == libc::EMFILE || e.0 == libc::ENFILE => {
+                    TcpStats::add(&self.stats.accept_errors, 1);
+                    (self.on_error)(e);
+                    if !self.shed_one() {
+                        self.back_off(lp);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // ENOBUFS, ENOMEM and friends: transient; pause instead of spinning.
+                    TcpStats::add(&self.stats.accept_errors, 1);
+                    (self.on_error)(e);
+                    self.back_off(lp);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The reserve-fd trick: frees the spare descriptor, accepts the pending
+    /// connection and closes it at once (the client sees a clean close, the
+    /// backlog shrinks), then takes the spare back. False when it could not help.
+    fn shed_one(&self) -> bool {
+        let Some(spare) = self.reserve.borrow_mut().take() else {
+            return false;
+        };
+        drop(spare);
+        let shed = socket::accept(&self.fd);
+        let ok = shed.is_ok();
+        if ok {
+            TcpStats::add(&self.stats.rejected, 1);
+            TcpStats::add(&self.stats.accepted, 1);
+            TcpStats::add(&self.stats.closed, 1);
+        }
+        drop(shed);
+        *self.reserve.borrow_mut() = socket::open_reserve().ok();
+        ok
+    }
+
+    fn back_off(self: &Rc<Self>, lp: &EventLoop) {
+        if self.backoff_timer.get() != 0 || lp.modify(self.fd.as_raw_fd(), 0).is_err() {
+            return;
+        }
+        let l = self.clone();
+        let id = lp.timer_start(
+            ACCEPT_BACKOFF_MS,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                l.backoff_timer.set(0);
+                if !l.closed.get() {
+                    if l.reserve.borrow().is_none() {
+                        *l.reserve.borrow_mut() = socket::open_reserve().ok();
+                    }
+                    let _ = lp.modify(l.fd.as_raw_fd(), IN);
+                }
+            }),
+        );
+        self.backoff_timer.set(id);
+    }
+}
