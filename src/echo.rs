@@ -17,7 +17,6 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 /// How long a graceful stop waits for pending bytes to drain.
@@ -82,7 +81,6 @@ impl Default for EchoConfig {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub stats: Arc<TcpStats>,
-    active: AtomicU64,
 }
 
 /// Resolves `host:port` (numeric addresses without DNS). `ENOENT` if nothing resolves.
@@ -214,7 +212,7 @@ impl Worker {
         let stats = &self.shared.stats;
         TcpStats::add(&stats.accepted, 1);
         let max = u64::from(self.cfg.max_connections);
-        if self.stopping.get() || (max > 0 && self.shared.active.load(Ordering::Relaxed) >= max) {
+        if self.stopping.get() || (max > 0 && TcpStats::get(&stats.active) >= max) {
             TcpStats::add(&stats.rejected, 1);
             TcpStats::add(&stats.closed, 1);
             self.log(LOG_WARN, || {
@@ -245,7 +243,6 @@ impl Worker {
                 return;
             }
         };
-        self.shared.active.fetch_add(1, Ordering::Relaxed);
         TcpStats::add(&stats.active, 1);
         self.open.set(self.open.get() + 1);
         let mut conns = self.conns.borrow_mut();
@@ -274,7 +271,13 @@ impl Worker {
             if !c.is_closed() && now.saturating_sub(c.last_active_ms()) >= idle {
                 TcpStats::add(&self.shared.stats.idle_timeouts, 1);
                 self.log(LOG_INFO, || format!("idle timeout: {}", peer(c.fd())));
-                c.abort(lp, -libc::ETIMEDOUT);
+                // Nothing pending: a clean FIN. Bytes pending to a client that
+                // stopped reading would never drain: reset instead.
+                if c.queued() == 0 {
+                    c.close(lp);
+                } else {
+                    c.abort(lp, -libc::ETIMEDOUT);
+                }
             }
         }
     }
@@ -359,7 +362,6 @@ impl ConnHandler for Worker {
             *slot = None;
         }
         self.open.set(self.open.get() - 1);
-        self.shared.active.fetch_sub(1, Ordering::Relaxed);
         TcpStats::sub(&self.shared.stats.active, 1);
         TcpStats::add(&self.shared.stats.closed, 1);
         self.log(LOG_INFO, || {

@@ -594,3 +594,134 @@ impl Listener {
         self.backoff_timer.set(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    #[derive(Default)]
+    struct Record {
+        data: RefCell<Vec<u8>>,
+        drains: Cell<u32>,
+        closes: RefCell<Vec<i32>>,
+    }
+
+    impl ConnHandler for Record {
+        fn on_data(&self, _: &EventLoop, _: &Rc<Conn>, data: &[u8]) {
+            self.data.borrow_mut().extend_from_slice(data);
+        }
+        fn on_drain(&self, _: &EventLoop, _: &Rc<Conn>) {
+            self.drains.set(self.drains.get() + 1);
+        }
+        fn on_close(&self, _: &EventLoop, _: &Rc<Conn>, error: i32) {
+            self.closes.borrow_mut().push(error);
+        }
+    }
+
+    /// A loop, a connection on it wrapping the server side, and the client socket.
+    fn pair(max_queue: usize, low: usize) -> (EventLoop, Rc<Conn>, Rc<Record>, TcpStream) {
+        let l = socket::tcp_listen(&"127.0.0.1:0".parse().unwrap(), 0, false).unwrap();
+        let addr = socket::local_addr(l.as_raw_fd()).unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let fd = loop {
+            match socket::accept(&l) {
+                Ok(fd) => break fd,
+                Err(Errno::EAGAIN) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let lp = EventLoop::new().unwrap();
+        let rec = Rc::new(Record::default());
+        let ctx = TcpContext::new(Default::default());
+        let conn = Conn::open(&lp, fd, ctx, rec.clone(), max_queue, low).unwrap();
+        (lp, conn, rec, client)
+    }
+
+    fn poll_until(lp: &EventLoop, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "condition not reached in 5 s");
+            lp.poll(50).unwrap();
+        }
+    }
+
+    #[test]
+    fn data_is_delivered_and_eof_closes_once_with_zero() {
+        let (lp, conn, rec, mut client) = pair(1 << 20, 1 << 10);
+        client.write_all(b"hello").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        assert_eq!(&rec.data.borrow()[..], b"hello");
+        assert_eq!(*rec.closes.borrow(), vec![0]);
+        assert!(conn.is_closed());
+        assert_eq!(conn.write(&lp, b"x"), Err(Errno(libc::EPIPE)));
+        conn.close(&lp);
+        conn.abort(&lp, -1);
+        assert_eq!(rec.closes.borrow().len(), 1, "on_close runs exactly once");
+    }
+
+    #[test]
+    fn writes_queue_only_the_rest_and_refuse_past_the_cap() {
+        let (lp, conn, rec, mut client) = pair(256 * 1024, 16 * 1024);
+        // Fill the socket: the first write goes straight out, later ones queue.
+        let chunk = vec![1u8; 64 * 1024];
+        let mut accepted = 0usize;
+        loop {
+            match conn.write(&lp, &chunk) {
+                Ok(()) => accepted += chunk.len(),
+                Err(Errno(libc::ENOBUFS)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(accepted < 64 << 20, "the cap never applied");
+        }
+        assert!(conn.queued() <= 256 * 1024);
+        assert!(
+            conn.queued() + chunk.len() > 256 * 1024,
+            "refused only past the cap"
+        );
+        // The client drains everything; on_drain fires once the queue is low.
+        let mut got = vec![0u8; accepted];
+        let reader = std::thread::spawn(move || {
+            client.read_exact(&mut got).unwrap();
+            (client, got)
+        });
+        poll_until(&lp, || conn.queued() == 0);
+        let (_client, got) = reader.join().unwrap();
+        assert!(got.iter().all(|&b| b == 1));
+        assert_eq!(rec.drains.get(), 1);
+    }
+
+    #[test]
+    fn close_flushes_then_closes() {
+        let (lp, conn, rec, mut client) = pair(8 << 20, 0);
+        let data: Vec<u8> = (0..4_000_000u32).map(|i| i as u8).collect();
+        conn.write(&lp, &data).unwrap();
+        conn.close(&lp);
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            client.read_to_end(&mut v).unwrap();
+            v
+        });
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        drop(conn);
+        assert_eq!(reader.join().unwrap(), data);
+        assert_eq!(*rec.closes.borrow(), vec![0]);
+    }
+
+    #[test]
+    fn reset_by_peer_reports_an_error() {
+        let (lp, conn, rec, client) = pair(1 << 20, 0);
+        socket::set_linger_zero(client.as_raw_fd()).unwrap();
+        drop(client);
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        assert_eq!(*rec.closes.borrow(), vec![-libc::ECONNRESET]);
+        assert!(conn.is_closed());
+    }
+}
