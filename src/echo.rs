@@ -8,7 +8,7 @@
 //! runs N workers on N threads sharing the port through `SO_REUSEPORT`;
 //! [`Worker::attach`] runs one on a caller's loop.
 
-use crate::event_loop::{EventLoop, RunExit};
+use crate::event_loop::EventLoop;
 use crate::sys::{self, Errno, Result, socket};
 use crate::tcp::{Conn, ConnHandler, Listener, READ_BUFFER, TcpContext, TcpStats};
 use std::cell::{Cell, RefCell};
@@ -28,10 +28,13 @@ pub const LOG_WARN: i32 = 2;
 pub const LOG_INFO: i32 = 3;
 pub const LOG_DEBUG: i32 = 4;
 
+/// The function behind a [`Logger`]: `(level, line)`.
+pub type LogFn = Arc<dyn Fn(i32, &str) + Send + Sync>;
+
 /// A log sink: the C callback and its user data, or a Rust closure.
 #[derive(Clone)]
 pub struct Logger {
-    f: Arc<dyn Fn(i32, &str) + Send + Sync>,
+    f: LogFn,
     level: i32,
 }
 
@@ -44,7 +47,7 @@ impl std::fmt::Debug for Logger {
 }
 
 impl Logger {
-    pub fn new(level: i32, f: Arc<dyn Fn(i32, &str) + Send + Sync>) -> Logger {
+    pub fn new(level: i32, f: LogFn) -> Logger {
         Logger { f, level }
     }
 }
@@ -483,14 +486,10 @@ impl Drop for EchoServer {
 
 /// A worker thread's life: run until stopped, then drain and exit.
 fn serve(lp: &EventLoop, worker: &Rc<Worker>) {
-    loop {
-        match lp.run() {
-            Ok(RunExit::Stopped) => break,
-            // Idle cannot happen while the listener is registered; errors are
-            // not expected from epoll_wait on a valid set: stop rather than spin.
-            Ok(RunExit::Idle) | Err(_) => break,
-        }
-    }
+    // Returns when stopped; `Idle` cannot happen while the listener is
+    // registered, and an epoll_wait error on a valid set is not expected: either
+    // way, shut down rather than spin.
+    let _ = lp.run();
     worker.begin_stop(lp);
     let deadline = sys::monotonic_ns() + (STOP_FLUSH_MS + 100) * 1_000_000;
     while worker.open_connections() > 0 && !lp.is_idle() {
