@@ -106,3 +106,85 @@ pub fn assert_success(what: &str, o: &Output) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Writes a line to the real stderr, past the test harness's output capture, so
+/// that notes such as a skipped check show up in a normal `cargo test` run.
+pub fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "note: {msg}");
+}
+
+/// A per-process path for a build product `name` in `dir`: test binaries of
+/// several concurrent `cargo test` runs share the target directory, and one
+/// must not overwrite (or run) a file another is writing. Removed on drop
+/// unless the thread is panicking (then it is left for a post-mortem).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(dir: &Path, name: &str) -> Scratch {
+        Scratch(dir.join(format!("{name}.{}", std::process::id())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// True when LeakSanitizer works here. It does not run under ptrace (strace,
+/// gdb, some sandboxes): a trivial ASan program then fails with
+/// "LeakSanitizer does not work under ptrace" or "LeakSanitizer has
+/// encountered a fatal error". Probed once per test binary.
+pub fn lsan_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let dir = out_dir("lsan-probe");
+        let src = Scratch::new(&dir, "probe.c");
+        let exe = Scratch::new(&dir, "probe");
+        std::fs::write(src.path(), "int main(void) { return 0; }\n").unwrap();
+        let o = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .arg("-fsanitize=address")
+            .arg(src.path())
+            .arg("-o")
+            .arg(exe.path())
+            .output()
+            .expect("run the C compiler");
+        assert_success("compiling the LeakSanitizer probe", &o);
+        let o = Command::new(exe.path())
+            .env("ASAN_OPTIONS", "detect_leaks=1")
+            .output()
+            .expect("run the LeakSanitizer probe");
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            true
+        } else if err.contains("LeakSanitizer") {
+            note(&format!(
+                "LeakSanitizer cannot run here (ptrace?); ASan runs use detect_leaks=0, \
+                 valgrind still checks leaks. Probe said: {}",
+                err.lines().find(|l| l.contains("LeakSanitizer")).unwrap_or("")
+            ));
+            false
+        } else {
+            panic!("the ASan probe failed ({}):\n{err}", o.status);
+        }
+    })
+}
+
+/// Sets the sanitizer options for running a program built with `sanitize`:
+/// every report is fatal and shows a stack; leaks are checked when
+/// LeakSanitizer works here (see [`lsan_works`]).
+pub fn sanitizer_env(cmd: &mut Command) -> &mut Command {
+    let leaks = if lsan_works() { 1 } else { 0 };
+    cmd.env(
+        "ASAN_OPTIONS",
+        format!("detect_leaks={leaks}:abort_on_error=0:exitcode=86:strict_string_checks=1"),
+    )
+    .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=87")
+}
