@@ -342,11 +342,13 @@ int echo_server_get_stats(const struct echo_server *srv, struct echo_server_stat
  * with pending bytes finish as the caller keeps driving the loop (they are
  * closed at once if the loop is freed first).
  * Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
- * Errors: `-EINVAL` (not a live server, e.g. stopped twice; best effort), or
- * for an attached server whose loop was freed).
+ * Errors: `-EINVAL` (not a live server, e.g. stopped twice, detected on a
+ * best-effort basis; or an attached server whose loop was freed), `-EDEADLK`
+ * (a started server stopped from its own log callback, which would wait for
+ * itself; nothing is stopped).
  * Ownership: `srv` is invalid after a 0 return.
- * Thread safety: a started server from any thread except its own log callback
- * (that would wait for itself); an attached one on its loop's thread.
+ * Thread safety: a started server from any thread except its own threads; an
+ * attached one on its loop's thread (inside its callbacks too).
  */
 int echo_server_stop(struct echo_server *srv);
 

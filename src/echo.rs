@@ -467,6 +467,13 @@ impl EchoServer {
         &self.shared
     }
 
+    /// True when called from one of the server's own threads (its log callback):
+    /// stopping from there would wait for itself.
+    pub fn is_own_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        self.threads.iter().any(|(h, _)| h.thread().id() == me)
+    }
+
     /// Graceful stop: every thread stops accepting, flushes (bounded), closes and exits.
     pub fn stop(&mut self) {
         for (_, remote) in &self.threads {

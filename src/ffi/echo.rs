@@ -335,11 +335,13 @@ pub unsafe extern "C" fn echo_server_get_stats(
 /// with pending bytes finish as the caller keeps driving the loop (they are
 /// closed at once if the loop is freed first).
 /// Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
-/// Errors: `-EINVAL` (not a live server, e.g. stopped twice; best effort), or
-/// for an attached server whose loop was freed).
+/// Errors: `-EINVAL` (not a live server, e.g. stopped twice, detected on a
+/// best-effort basis; or an attached server whose loop was freed), `-EDEADLK`
+/// (a started server stopped from its own log callback, which would wait for
+/// itself; nothing is stopped).
 /// Ownership: `srv` is invalid after a 0 return.
-/// Thread safety: a started server from any thread except its own log callback
-/// (that would wait for itself); an attached one on its loop's thread.
+/// Thread safety: a started server from any thread except its own threads; an
+/// attached one on its loop's thread (inside its callbacks too).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn echo_server_stop(srv: *mut echo_server) -> c_int {
     boundary(|| {
@@ -350,6 +352,11 @@ pub unsafe extern "C" fn echo_server_stop(srv: *mut echo_server) -> c_int {
         let s = unsafe { &*srv };
         if !s.header.is_live(echo_server::MAGIC) {
             return -libc::EINVAL;
+        }
+        if let Kind::Threaded(server) = &s.kind
+            && server.is_own_thread()
+        {
+            return -libc::EDEADLK;
         }
         if let Kind::Attached { worker, r#loop } = &s.kind {
             // SAFETY: the attached loop must outlive the server (documented);

@@ -44,6 +44,7 @@ fn message(errno: c_int) -> &'static CStr {
         libc::EHOSTUNREACH => c"host is unreachable (EHOSTUNREACH)",
         libc::EALREADY => c"operation already in progress (EALREADY)",
         libc::EINPROGRESS => c"operation in progress (EINPROGRESS)",
+        libc::EDEADLK => c"resource deadlock avoided (EDEADLK): a server cannot be stopped from its own thread",
         libc::ECANCELED => c"operation canceled (ECANCELED)",
         libc::ENOTRECOVERABLE => c"state not recoverable (ENOTRECOVERABLE): an internal error (panic) poisoned this object; free it",
         _ => c"unknown error",
