@@ -132,7 +132,8 @@ typedef struct echo_server_config {
    */
   uint32_t struct_size;
   /**
-   * Address to listen on (numeric IPv4 or IPv6, or a host name). Default "127.0.0.1".
+   * Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
+   * getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
    */
   const char *host;
   /**
@@ -497,7 +498,7 @@ int epoll_loop_run(struct epoll_loop *loop);
  * if it is blocked. A stop requested while `_run` is not running is remembered
  * and makes the next `_run` return at once.
  * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed).
+ * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
  * Thread safety: safe from any thread and async-signal-safe (an atomic store and
  * one `write(2)`), as long as the loop is not being freed concurrently.
@@ -508,7 +509,7 @@ int epoll_loop_stop(struct epoll_loop *loop);
  * Makes a blocked `epoll_loop_poll` return (with 0 if nothing else happened).
  * Wakes sent while the loop is not blocked are coalesced into one.
  * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed).
+ * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
  * Thread safety: safe from any thread and async-signal-safe, as long as the loop
  * is not being freed concurrently.

@@ -271,16 +271,13 @@ impl Worker {
         let idle = u64::from(self.cfg.idle_timeout_ms);
         let now = sys::monotonic_ns() / 1_000_000;
         for c in self.live_conns() {
-            if !c.is_closed() && now.saturating_sub(c.last_active_ms()) >= idle {
+            if !c.is_closing() && now.saturating_sub(c.last_active_ms()) >= idle {
                 TcpStats::add(&self.shared.stats.idle_timeouts, 1);
                 self.log(LOG_INFO, || format!("idle timeout: {}", peer(c.fd())));
-                // Nothing pending: a clean FIN. Bytes pending to a client that
-                // stopped reading would never drain: reset instead.
-                if c.queued() == 0 {
-                    c.close(lp);
-                } else {
-                    c.abort(lp, -libc::ETIMEDOUT);
-                }
+                // Nothing pending: a clean FIN, at once (no lingering: slowloris
+                // connections must go). Bytes pending to a client that stopped
+                // reading would never drain: reset instead.
+                c.close_idle(lp);
             }
         }
     }

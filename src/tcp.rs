@@ -31,6 +31,9 @@ pub const READ_BUFFER: usize = 64 * 1024;
 const READS_PER_EVENT: usize = 16;
 /// Accepts per readiness event before yielding.
 const ACCEPTS_PER_EVENT: usize = 256;
+/// How long a closing connection waits for the peer's EOF after sending its own
+/// FIN (see [`Conn::close`]) before it resets.
+pub const LINGER_MS: u64 = 2000;
 /// How long accepting pauses when even the reserve-fd trick fails.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -99,6 +102,8 @@ const CLOSING: u8 = 4;
 const CLOSED: u8 = 8;
 const WANT_DRAIN: u8 = 16;
 const FAILED: u8 = 32;
+/// Closing: our FIN is sent; reading and discarding until the peer's EOF.
+const LINGER: u8 = 64;
 
 /// Bytes accepted by `write` but not yet taken by the socket.
 #[derive(Debug, Default)]
@@ -145,6 +150,7 @@ pub struct Conn {
     handler: Rc<dyn ConnHandler>,
     ctx: Rc<TcpContext>,
     user: Cell<usize>,
+    linger_timer: Cell<u64>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -182,6 +188,7 @@ impl Conn {
             handler,
             ctx,
             user: Cell::new(0),
+            linger_timer: Cell::new(0),
         });
         let c = conn.clone();
         lp.register(
@@ -205,6 +212,11 @@ impl Conn {
     /// True once `on_close` has run (or is running).
     pub fn is_closed(&self) -> bool {
         self.has(CLOSED)
+    }
+
+    /// True once a close was asked for (the connection may still be flushing).
+    pub fn is_closing(&self) -> bool {
+        self.flags.get() & (CLOSING | CLOSED) != 0
     }
 
     /// Milliseconds (monotonic) of the last read or write.
@@ -238,7 +250,12 @@ impl Conn {
     }
 
     fn wants_read(&self) -> bool {
-        self.flags.get() & (PAUSED | EOF | CLOSING | CLOSED | FAILED) == 0
+        let f = self.flags.get();
+        if f & (EOF | CLOSED | FAILED) != 0 {
+            return false;
+        }
+        // Lingering connections read (and discard) until the peer's EOF.
+        f & LINGER != 0 || f & (PAUSED | CLOSING) == 0
     }
 
     /// Re-registers for what the connection now needs (only when it changed).
@@ -309,16 +326,64 @@ impl Conn {
         self.update_mask(lp);
     }
 
-    /// Stops reading, sends what is queued, then closes (`on_close(0)`).
+    /// Stops delivering data, sends what is queued, then closes (`on_close(0)`).
+    ///
+    /// # Implementation notes
+    /// Closing a socket whose receive buffer holds unread bytes makes Linux send
+    /// RST and drop what is still in flight to the peer, so a plain `close` after
+    /// the flush could lose echoed bytes. Unless the peer already sent EOF, the
+    /// connection therefore "lingers" (as nginx's lingering close does): it sends
+    /// FIN with `shutdown(SHUT_WR)`, reads and discards until the peer's EOF, then
+    /// closes; after [`LINGER_MS`] it resets instead.
     pub fn close(self: &Rc<Self>, lp: &EventLoop) {
         if self.flags.get() & (CLOSING | CLOSED) != 0 {
             return;
         }
         self.set(CLOSING);
+        if self.has(FAILED) {
+            self.update_mask(lp);
+        } else if self.queued() == 0 {
+            self.finish_close(lp);
+        } else {
+            self.update_mask(lp);
+        }
+    }
+
+    /// The queue is empty and a close was asked for (or EOF seen): close now if
+    /// the peer is done sending, otherwise half-close and linger.
+    fn finish_close(self: &Rc<Self>, lp: &EventLoop) {
+        if self.has(EOF) || self.has(LINGER) {
+            self.close_now(lp, 0);
+            return;
+        }
+        if socket::shutdown_write(self.fd()).is_err() {
+            self.close_now(lp, 0);
+            return;
+        }
+        self.set(LINGER);
+        let weak = Rc::downgrade(self);
+        let id = lp.timer_start(
+            LINGER_MS,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                if let Some(c) = weak.upgrade() {
+                    c.linger_timer.set(0);
+                    c.abort(lp, 0);
+                }
+            }),
+        );
+        self.linger_timer.set(id);
+        self.update_mask(lp);
+    }
+
+    /// Closes an idle connection at once, without lingering: a FIN when nothing
+    /// is queued (an idle peer has sent nothing we have not read), else a reset.
+    /// `on_close(0)` or `on_close(-ETIMEDOUT)`.
+    pub fn close_idle(self: &Rc<Self>, lp: &EventLoop) {
         if self.queued() == 0 && !self.has(FAILED) {
             self.close_now(lp, 0);
         } else {
-            self.update_mask(lp);
+            self.abort(lp, -libc::ETIMEDOUT);
         }
     }
 
@@ -336,6 +401,10 @@ impl Conn {
             return;
         }
         self.set(CLOSED);
+        let t = self.linger_timer.replace(0);
+        if t != 0 {
+            let _ = lp.timer_stop(t);
+        }
         let _ = lp.unregister(self.fd());
         *self.queue.borrow_mut() = WriteQueue::default();
         self.handler.on_close(lp, self, error);
@@ -401,6 +470,10 @@ impl Conn {
                     }
                     break;
                 }
+                Ok(n) if self.has(LINGER) => {
+                    // Closing: the application asked for no more data.
+                    let _ = n;
+                }
                 Ok(n) => {
                     TcpStats::add(&self.ctx.stats.bytes_in, n as u64);
                     self.last_active_ms.set(now_ms());
@@ -449,7 +522,7 @@ impl Conn {
         }
         let queued = self.queued();
         if queued == 0 && self.flags.get() & (EOF | CLOSING) != 0 {
-            self.close_now(lp, 0);
+            self.finish_close(lp);
             return;
         }
         if self.has(WANT_DRAIN) && queued <= self.low_water.get() as usize {

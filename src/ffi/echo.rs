@@ -34,7 +34,8 @@ pub type echo_server_log_fn =
 pub struct echo_server_config {
     /// `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
     pub struct_size: u32,
-    /// Address to listen on (numeric IPv4 or IPv6, or a host name). Default "127.0.0.1".
+    /// Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
+    /// getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
     pub host: *const c_char,
     /// Port; 0 picks an ephemeral port (read it with `echo_server_port`). Default 8888.
     pub port: u16,

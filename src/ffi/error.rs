@@ -7,7 +7,7 @@ fn message(errno: c_int) -> &'static CStr {
     match errno {
         0 => c"success",
         libc::EPERM => c"operation not permitted (EPERM): for register, the fd does not support polling, e.g. a regular file or directory",
-        libc::ENOENT => c"no such entry (ENOENT): the fd is not registered, or the timer id is unknown, stopped or already fired",
+        libc::ENOENT => c"no such entry (ENOENT): fd not registered here, timer id unknown (stopped or fired), or host name not found",
         libc::EINTR => c"interrupted system call (EINTR)",
         libc::EIO => c"input/output error (EIO)",
         libc::EBADF => c"bad file descriptor (EBADF)",

@@ -334,21 +334,26 @@ pub unsafe extern "C" fn epoll_loop_run(r#loop: *mut epoll_loop) -> c_int {
 }
 
 /// The thread-safe part of a loop, reached without touching the rest of it.
+/// `Err` holds the code to return: `-EINVAL` (NULL or not live) or
+/// `-ENOTRECOVERABLE` (poisoned by a panic: it refuses further work).
 ///
 /// # Safety
 /// `lp` is NULL or a loop from `epoll_loop_new` that no thread is freeing.
-unsafe fn remote_of<'a>(lp: *const epoll_loop) -> Option<&'a Remote> {
+unsafe fn remote_of<'a>(lp: *const epoll_loop) -> Result<&'a Remote, c_int> {
     if lp.is_null() {
-        return None;
+        return Err(-libc::EINVAL);
     }
     // SAFETY: non-NULL loop pointer; only the atomic header and the immutable,
     // Sync `remote` field are read, so this does not race with the loop thread.
     unsafe {
         let header = &*std::ptr::addr_of!((*lp).header);
         if !header.is_live(epoll_loop::MAGIC) {
-            return None;
+            return Err(-libc::EINVAL);
         }
-        Some(&**std::ptr::addr_of!((*lp).remote))
+        if header.is_poisoned() {
+            return Err(-libc::ENOTRECOVERABLE);
+        }
+        Ok(&**std::ptr::addr_of!((*lp).remote))
     }
 }
 
@@ -356,7 +361,7 @@ unsafe fn remote_of<'a>(lp: *const epoll_loop) -> Option<&'a Remote> {
 /// if it is blocked. A stop requested while `_run` is not running is remembered
 /// and makes the next `_run` return at once.
 /// Returns: 0.
-/// Errors: `-EINVAL` (`loop` NULL or freed).
+/// Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
 /// Ownership: unchanged.
 /// Thread safety: safe from any thread and async-signal-safe (an atomic store and
 /// one `write(2)`), as long as the loop is not being freed concurrently.
@@ -364,15 +369,15 @@ unsafe fn remote_of<'a>(lp: *const epoll_loop) -> Option<&'a Remote> {
 pub unsafe extern "C" fn epoll_loop_stop(r#loop: *mut epoll_loop) -> c_int {
     // SAFETY: NULL or a live loop, per the contract.
     match unsafe { remote_of(r#loop) } {
-        Some(r) => boundary(|| super::guard::code(r.stop().map(|()| 0))),
-        None => -libc::EINVAL,
+        Ok(r) => boundary(|| super::guard::code(r.stop().map(|()| 0))),
+        Err(code) => code,
     }
 }
 
 /// Makes a blocked `epoll_loop_poll` return (with 0 if nothing else happened).
 /// Wakes sent while the loop is not blocked are coalesced into one.
 /// Returns: 0.
-/// Errors: `-EINVAL` (`loop` NULL or freed).
+/// Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
 /// Ownership: unchanged.
 /// Thread safety: safe from any thread and async-signal-safe, as long as the loop
 /// is not being freed concurrently.
@@ -380,8 +385,8 @@ pub unsafe extern "C" fn epoll_loop_stop(r#loop: *mut epoll_loop) -> c_int {
 pub unsafe extern "C" fn epoll_loop_wake(r#loop: *mut epoll_loop) -> c_int {
     // SAFETY: NULL or a live loop, per the contract.
     match unsafe { remote_of(r#loop) } {
-        Some(r) => boundary(|| super::guard::code(r.wake().map(|()| 0))),
-        None => -libc::EINVAL,
+        Ok(r) => boundary(|| super::guard::code(r.wake().map(|()| 0))),
+        Err(code) => code,
     }
 }
 
