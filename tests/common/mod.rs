@@ -19,8 +19,16 @@ pub fn lib_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        assert!(dir.join("libepoll_loop.so").exists(), "no libepoll_loop.so in {}", dir.display());
-        assert!(dir.join("libepoll_loop.a").exists(), "no libepoll_loop.a in {}", dir.display());
+        assert!(
+            dir.join("libepoll_loop.so").exists(),
+            "no libepoll_loop.so in {}",
+            dir.display()
+        );
+        assert!(
+            dir.join("libepoll_loop.a").exists(),
+            "no libepoll_loop.a in {}",
+            dir.display()
+        );
         let link = dir.join("libepoll_loop.so.0");
         if std::fs::read_link(&link).ok() != Some(PathBuf::from("libepoll_loop.so")) {
             let tmp = dir.join(format!("libepoll_loop.so.0.tmp{}", std::process::id()));
@@ -49,17 +57,38 @@ pub enum Link {
 }
 
 /// Extra libraries a static link needs (`rustc --print native-static-libs`).
-pub const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+pub const STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
 
 /// Compiles `srcs` (C99, `-Wall -Wextra -Wpedantic -Werror`) into `out`, linked as
 /// `link`; `sanitize` adds `-fsanitize=address,undefined`. Panics with the
 /// compiler's output on failure.
 pub fn compile_c(srcs: &[&Path], out: &Path, link: Link, sanitize: bool, extra: &[&str]) {
     let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cmd.args(["-std=c99", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-g", "-O1"]);
+    cmd.args([
+        "-std=c99",
+        "-D_GNU_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Wpedantic",
+        "-Werror",
+        "-g",
+        "-O1",
+    ]);
     cmd.arg("-I").arg(root().join("include"));
     if sanitize {
-        cmd.args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]);
+        cmd.args([
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ]);
     }
     cmd.args(srcs).args(extra).arg("-o").arg(out);
     match link {
@@ -73,13 +102,23 @@ pub fn compile_c(srcs: &[&Path], out: &Path, link: Link, sanitize: bool, extra: 
         }
     }
     let o = cmd.output().expect("run the C compiler");
-    assert!(o.status.success(), "compiling {:?} failed:\n{}", srcs, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "compiling {:?} failed:\n{}",
+        srcs,
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// True when `valgrind` is on PATH.
 pub fn have_valgrind() -> bool {
     static HAVE: OnceLock<bool> = OnceLock::new();
-    *HAVE.get_or_init(|| Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()))
+    *HAVE.get_or_init(|| {
+        Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 /// Runs `exe` under valgrind memcheck (errors make it exit 99; definite leaks count as errors).
@@ -114,7 +153,7 @@ pub fn note(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "note: {msg}");
 }
 
-/// A per-process path for a build product `name` in `dir`: test binaries of
+/// A per-process path for a build product `name` in `dir` (`x.c` becomes `x.<pid>.c`): test binaries of
 /// several concurrent `cargo test` runs share the target directory, and one
 /// must not overwrite (or run) a file another is writing. Removed on drop
 /// unless the thread is panicking (then it is left for a post-mortem).
@@ -122,7 +161,12 @@ pub struct Scratch(PathBuf);
 
 impl Scratch {
     pub fn new(dir: &Path, name: &str) -> Scratch {
-        Scratch(dir.join(format!("{name}.{}", std::process::id())))
+        let pid = std::process::id();
+        let file = match name.rsplit_once('.') {
+            Some((stem, ext)) => format!("{stem}.{pid}.{ext}"),
+            None => format!("{name}.{pid}"),
+        };
+        Scratch(dir.join(file))
     }
 
     pub fn path(&self) -> &Path {
@@ -168,7 +212,9 @@ pub fn lsan_works() -> bool {
             note(&format!(
                 "LeakSanitizer cannot run here (ptrace?); ASan runs use detect_leaks=0, \
                  valgrind still checks leaks. Probe said: {}",
-                err.lines().find(|l| l.contains("LeakSanitizer")).unwrap_or("")
+                err.lines()
+                    .find(|l| l.contains("LeakSanitizer"))
+                    .unwrap_or("")
             ));
             false
         } else {
@@ -186,5 +232,8 @@ pub fn sanitizer_env(cmd: &mut Command) -> &mut Command {
         "ASAN_OPTIONS",
         format!("detect_leaks={leaks}:abort_on_error=0:exitcode=86:strict_string_checks=1"),
     )
-    .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=87")
+    .env(
+        "UBSAN_OPTIONS",
+        "print_stacktrace=1:halt_on_error=1:exitcode=87",
+    )
 }

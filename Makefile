@@ -1,0 +1,176 @@
+# epoll-loop: build, test and install the C library.
+#
+# cargo does the building; this Makefile adds what cargo does not: the soname
+# link, the C demos, install/uninstall with a pkg-config file, and the usual
+# GNU targets. `make help` lists the targets and the variables.
+#
+# GNU conventions: every directory variable can be set on the command line
+# (`make install PREFIX=$HOME/.local`), DESTDIR is prepended to every install
+# path for staged installs and is never assigned here.
+
+# ---------------------------------------------------------------- variables
+
+PREFIX       ?= /usr/local
+EXEC_PREFIX  ?= $(PREFIX)
+LIBDIR       ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CARGO        ?= cargo
+CARGO_FLAGS  ?=
+CC           ?= cc
+CFLAGS       ?= -O2
+CPPFLAGS     ?=
+LDFLAGS      ?=
+LDLIBS       ?= -lpthread
+INSTALL      ?= install
+RUN_ARGS     ?=
+
+# The crate's version, from the [package] table of Cargo.toml.
+VERSION := $(shell sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+
+# cargo's output directory (honours CARGO_TARGET_DIR like cargo itself does).
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
+BUILD_DIR    := $(TARGET_DIR)/release
+EXAMPLES_DIR := $(TARGET_DIR)/c-examples
+
+LIB_NAME     := libepoll_loop
+SONAME       := $(LIB_NAME).so.0
+SHARED_LIB   := $(BUILD_DIR)/$(LIB_NAME).so
+STATIC_LIB   := $(BUILD_DIR)/$(LIB_NAME).a
+HEADER       := include/epoll_loop.h
+PC_FILE      := $(BUILD_DIR)/epoll_loop.pc
+
+# What a static link needs besides the archive (`rustc --print native-static-libs`);
+# keep in step with STATIC_LIBS in tests/common/mod.rs.
+LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+# The directories as epoll_loop.pc spells them: relative to ${prefix} where they
+# lie under it, so `pkg-config --define-prefix` can relocate an installed tree.
+PC_EXEC_PREFIX := $(if $(filter $(PREFIX),$(EXEC_PREFIX)),$${prefix},$(patsubst $(PREFIX)/%,$${prefix}/%,$(EXEC_PREFIX)))
+PC_LIBDIR      := $(patsubst $(EXEC_PREFIX)/%,$${exec_prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR  := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+
+# Flags every C demo is held to (CFLAGS adds to them).
+C_WARN       := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wpedantic -Werror
+
+EXAMPLE_SRCS := $(sort $(wildcard c-examples/*.c))
+EXAMPLE_BINS := $(patsubst c-examples/%.c,$(EXAMPLES_DIR)/%,$(EXAMPLE_SRCS))
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+
+.PHONY: all examples run test check install uninstall clean help header lint FORCE
+
+# ---------------------------------------------------------------- build
+
+## all: build the shared and static library (release) and the header
+all: $(SHARED_LIB)
+	@ln -sfn $(LIB_NAME).so $(BUILD_DIR)/$(SONAME)
+
+# cargo decides what is stale (and regenerates the header); make only looks at
+# the results' mtimes, so the demos are relinked only when cargo rebuilt the library.
+$(SHARED_LIB) $(STATIC_LIB) &: FORCE
+	$(CARGO) build --release $(CARGO_FLAGS)
+
+## examples: compile every c-examples/*.c into target/c-examples/<name>
+examples: all $(EXAMPLE_BINS)
+
+$(EXAMPLES_DIR)/%: c-examples/%.c $(HEADER) $(SHARED_LIB) | $(EXAMPLES_DIR)
+	$(CC) $(C_WARN) $(CPPFLAGS) $(CFLAGS) -Iinclude -o $@ $< \
+	    $(LDFLAGS) -L$(BUILD_DIR) -Wl,-rpath,$(abspath $(BUILD_DIR)) -lepoll_loop $(LDLIBS)
+
+$(EXAMPLES_DIR):
+	mkdir -p $@
+
+## run: build everything, then run the echo_server demo (arguments: RUN_ARGS=...)
+run: all examples
+	$(EXAMPLES_DIR)/echo_server $(RUN_ARGS)
+
+## header: regenerate include/epoll_loop.h from the Rust sources
+header:
+	touch build.rs
+	env -u EPOLL_LOOP_HEADER $(CARGO) build --release $(CARGO_FLAGS)
+
+# ---------------------------------------------------------------- checks
+
+## test: run the whole test suite (Rust tests; they compile and run the C programs)
+test:
+	$(CARGO) test --no-fail-fast $(CARGO_FLAGS)
+
+## check: same as test
+check: test
+
+## lint: rustfmt check and clippy with warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets $(CARGO_FLAGS) -- -D warnings
+
+# ---------------------------------------------------------------- install
+
+## install: install header, libraries and epoll_loop.pc under PREFIX (and DESTDIR)
+install: all
+	@test -n "$(VERSION)" || { echo "cannot read the version from Cargo.toml" >&2; exit 1; }
+	@echo "generating $(PC_FILE)"
+	@printf '%s\n' \
+	    'prefix=$(PREFIX)' \
+	    'exec_prefix=$(PC_EXEC_PREFIX)' \
+	    'libdir=$(PC_LIBDIR)' \
+	    'includedir=$(PC_INCLUDEDIR)' \
+	    '' \
+	    'Name: epoll_loop' \
+	    'Description: A Linux epoll event loop with callbacks, timers and an echo server' \
+	    'Version: $(VERSION)' \
+	    'Libs: -L$${libdir} -lepoll_loop' \
+	    'Libs.private: $(LIBS_PRIVATE)' \
+	    'Cflags: -I$${includedir}' > $(PC_FILE)
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/epoll_loop.h
+	$(INSTALL) -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so.$(VERSION)
+	ln -sfn $(LIB_NAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so
+	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).a
+	$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc
+
+## uninstall: remove exactly the files install put (directories are left alone)
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/epoll_loop.h
+	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so.$(VERSION)
+	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME)
+	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so
+	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_NAME).a
+	rm -f $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc
+
+# ---------------------------------------------------------------- misc
+
+## clean: remove everything cargo and this Makefile built (the target directory)
+clean:
+	$(CARGO) clean
+
+## help: list the targets and the variables
+help:
+	@echo 'epoll-loop $(VERSION): make [TARGET] [VARIABLE=value ...]'
+	@echo
+	@echo 'Targets:'
+	@sed -n 's/^## \([a-z]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 14
+	@echo
+	@echo 'Variables (current value):'
+	@echo '  PREFIX        $(PREFIX)'
+	@echo '  EXEC_PREFIX   $(EXEC_PREFIX)'
+	@echo '  LIBDIR        $(LIBDIR)'
+	@echo '  INCLUDEDIR    $(INCLUDEDIR)'
+	@echo '  PKGCONFIGDIR  $(PKGCONFIGDIR)'
+	@echo '  DESTDIR       $(DESTDIR)  (staging root prepended to every install path)'
+	@echo '  CARGO         $(CARGO)'
+	@echo '  CARGO_FLAGS   $(CARGO_FLAGS)  (extra flags for cargo build/test/clippy)'
+	@echo '  CC            $(CC)'
+	@echo '  CFLAGS        $(CFLAGS)  (added to: $(C_WARN))'
+	@echo '  CPPFLAGS      $(CPPFLAGS)'
+	@echo '  LDFLAGS       $(LDFLAGS)'
+	@echo '  LDLIBS        $(LDLIBS)'
+	@echo '  RUN_ARGS      $(RUN_ARGS)  (arguments for make run, e.g. RUN_ARGS="--port 0")'
+	@echo
+	@echo 'Environment: CARGO_TARGET_DIR (default target), EPOLL_LOOP_HEADER=check'
+	@echo '(build without touching include/; CI uses it so header drift fails a test).'
+
+FORCE:

@@ -1,0 +1,584 @@
+//! The C ABI as a C or C++ program sees it: the header compiles as C99 and C++11,
+//! a program that names every type, constant and function of it links and runs,
+//! `tests/c/loop_test.c` passes against the shared library (ASan + UBSan) and the
+//! static one (plain and under valgrind), the shared library exports only our
+//! prefixes and carries the soname, and the committed header is the generated one.
+
+mod common;
+
+use common::{Link, Scratch, assert_success, compile_c, lib_dir, note, out_dir, root};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn header_path() -> PathBuf {
+    root().join("include").join("epoll_loop.h")
+}
+
+fn header_text() -> String {
+    std::fs::read_to_string(header_path()).expect("read include/epoll_loop.h")
+}
+
+fn run(what: &str, cmd: &mut Command) -> std::process::Output {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert_success(what, &o);
+    o
+}
+
+// ------------------------------------------------------------------ header model
+
+/// What the header declares, read from its text (cbindgen's layout: top-level
+/// declarations start in column 0, one per line or continued on indented lines).
+#[derive(Debug, Default)]
+struct HeaderApi {
+    /// `typedef struct x x;`: usable only through pointers.
+    opaque_types: BTreeSet<String>,
+    /// Structs, enums, unions and plain typedefs with a known size.
+    complete_types: BTreeSet<String>,
+    /// `typedef ret (*name)(...)`.
+    fn_pointer_types: BTreeSet<String>,
+    /// `#define EPOLL_LOOP_X <integer>`.
+    int_constants: BTreeSet<String>,
+    /// `#define EPOLL_LOOP_X "..."`.
+    string_constants: BTreeSet<String>,
+    /// Function declarations.
+    functions: BTreeSet<String>,
+}
+
+fn ident_before(s: &str, end: usize) -> String {
+    let head = &s[..end];
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    head[start..].to_string()
+}
+
+fn parse_header(text: &str) -> HeaderApi {
+    let mut api = HeaderApi::default();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with(|c: char| c.is_whitespace()) {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("#define ") {
+            let mut parts = rest.splitn(2, ' ');
+            let name = parts.next().unwrap_or("").to_string();
+            let value = parts.next().unwrap_or("").trim();
+            if !name.starts_with("EPOLL_LOOP_") || value.is_empty() {
+                continue; // the include guard
+            }
+            if value.starts_with('"') {
+                api.string_constants.insert(name);
+            } else {
+                api.int_constants.insert(name);
+            }
+        } else if let Some(rest) = line.strip_prefix("typedef ") {
+            if let Some(star) = rest.find("(*") {
+                let close = rest[star..].find(')').expect("typedef (*name)") + star;
+                api.fn_pointer_types
+                    .insert(rest[star + 2..close].to_string());
+            } else if let Some(body) = rest.strip_suffix(';') {
+                let name = ident_before(body, body.len());
+                let is_struct = body.starts_with("struct ") || body.starts_with("union ");
+                if is_struct && body.split_whitespace().count() == 3 {
+                    api.opaque_types.insert(name);
+                } else {
+                    api.complete_types.insert(name);
+                }
+            } else if rest.ends_with('{') {
+                // `typedef struct x {` ... `} x;` (cbindgen's style "both": tag == name)
+                let tag = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .expect("typedef struct tag {");
+                api.complete_types.insert(tag.to_string());
+            }
+        } else if !line.starts_with(['#', '/', '*', '}', '{']) && !line.starts_with("extern ") {
+            if let Some(paren) = line.find('(') {
+                api.functions.insert(ident_before(line, paren));
+            }
+        }
+    }
+    api
+}
+
+#[test]
+fn header_parser_finds_the_known_api() {
+    let api = parse_header(&header_text());
+    for t in ["epoll_loop", "echo_server"] {
+        assert!(
+            api.opaque_types.contains(t),
+            "{t} not found as opaque: {api:#?}"
+        );
+    }
+    for t in [
+        "epoll_loop_stats",
+        "echo_server_config",
+        "echo_server_stats",
+    ] {
+        assert!(api.complete_types.contains(t), "{t} not found: {api:#?}");
+    }
+    for t in [
+        "epoll_loop_io_cb",
+        "epoll_loop_timer_cb",
+        "echo_server_log_fn",
+    ] {
+        assert!(api.fn_pointer_types.contains(t), "{t} not found: {api:#?}");
+    }
+    for c in ["EPOLL_LOOP_IN", "EPOLL_LOOP_ET", "EPOLL_LOOP_VERSION_HEX"] {
+        assert!(api.int_constants.contains(c), "{c} not found: {api:#?}");
+    }
+    assert!(api.string_constants.contains("EPOLL_LOOP_VERSION_STRING"));
+    for f in [
+        "epoll_loop_new",
+        "epoll_loop_strerror",
+        "epoll_loop_register",
+        "epoll_loop_timer_start",
+        "epoll_loop_version",
+        "echo_server_start",
+        "echo_server_config_init",
+    ] {
+        assert!(api.functions.contains(f), "{f} not found: {api:#?}");
+    }
+}
+
+/// A program, valid as C99 and as C++11, that names every type, constant and
+/// function the header declares (taking each function's address, so linking
+/// proves each one is exported with C linkage), and checks the run-time version.
+fn header_use_program(api: &HeaderApi) -> String {
+    let mut s = String::new();
+    s.push_str("/* Generated by tests/c_abi.rs from include/epoll_loop.h. */\n");
+    s.push_str("#include \"epoll_loop.h\"\n#include \"epoll_loop.h\" /* the guard works */\n");
+    s.push_str("#include <stdio.h>\n#include <string.h>\n\n");
+    s.push_str("static const long long int_constants[] = {\n");
+    for c in &api.int_constants {
+        s.push_str(&format!("    (long long)({c}),\n"));
+    }
+    s.push_str("};\n\nstatic const char *const string_constants[] = {\n");
+    for c in &api.string_constants {
+        s.push_str(&format!("    {c},\n"));
+    }
+    s.push_str("};\n\ntypedef void (*any_fn)(void);\n\nstatic const any_fn functions[] = {\n");
+    for f in &api.functions {
+        s.push_str(&format!("    (any_fn){f},\n"));
+    }
+    s.push_str("};\n\nstatic size_t type_sizes(void)\n{\n    size_t n = 0;\n");
+    for t in &api.opaque_types {
+        s.push_str(&format!(
+            "    {{\n        {t} *p = NULL;\n        n += sizeof p;\n    }}\n"
+        ));
+    }
+    for t in &api.complete_types {
+        s.push_str(&format!(
+            "    {{\n        {t} v;\n        memset(&v, 0, sizeof v);\n        n += sizeof v;\n    }}\n"
+        ));
+    }
+    for t in &api.fn_pointer_types {
+        s.push_str(&format!(
+            "    {{\n        {t} f = NULL;\n        n += sizeof f + (f == NULL);\n    }}\n"
+        ));
+    }
+    s.push_str("    return n;\n}\n\n");
+    s.push_str(
+        "int main(void)\n{\n\
+         \x20   size_t i, nfn = 0;\n\
+         \x20   for (i = 0; i < sizeof functions / sizeof functions[0]; i++)\n\
+         \x20       nfn += functions[i] != NULL;\n\
+         \x20   if (epoll_loop_version() != (uint32_t)EPOLL_LOOP_VERSION_HEX) {\n\
+         \x20       fprintf(stderr, \"library version %#x, header %#x\\n\",\n\
+         \x20               (unsigned)epoll_loop_version(), (unsigned)EPOLL_LOOP_VERSION_HEX);\n\
+         \x20       return 1;\n\
+         \x20   }\n\
+         \x20   if (strcmp(epoll_loop_version_string(), EPOLL_LOOP_VERSION_STRING) != 0)\n\
+         \x20       return 2;\n\
+         \x20   printf(\"%u constants, %u strings, %u functions, %u bytes of types\\n\",\n\
+         \x20          (unsigned)(sizeof int_constants / sizeof int_constants[0]),\n\
+         \x20          (unsigned)(sizeof string_constants / sizeof string_constants[0]),\n\
+         \x20          (unsigned)nfn, (unsigned)type_sizes());\n\
+         \x20   return 0;\n}\n",
+    );
+    s
+}
+
+/// Writes the generated program into the scratch directory.
+fn write_header_use_program(name: &str) -> Scratch {
+    let src = Scratch::new(&out_dir("c_abi"), name);
+    std::fs::write(
+        src.path(),
+        header_use_program(&parse_header(&header_text())),
+    )
+    .unwrap();
+    src
+}
+
+const C_FLAGS: &[&str] = &[
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Werror",
+    "-Wstrict-prototypes",
+    "-Wmissing-prototypes",
+];
+const CXX_FLAGS: &[&str] = &["-std=c++11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+
+fn cxx() -> String {
+    std::env::var("CXX").unwrap_or_else(|_| "g++".into())
+}
+
+fn cc() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+// ------------------------------------------------------------------ (a) C and C++
+
+#[test]
+fn header_alone_compiles_as_c99() {
+    run(
+        "compiling include/epoll_loop.h alone as C99",
+        Command::new(cc())
+            .args(C_FLAGS)
+            .args(["-fsyntax-only", "-x", "c"])
+            .arg(header_path()),
+    );
+}
+
+#[test]
+fn header_alone_compiles_as_cxx11() {
+    run(
+        "compiling include/epoll_loop.h alone as C++11",
+        Command::new(cxx())
+            .args(CXX_FLAGS)
+            .args(["-fsyntax-only", "-x", "c++"])
+            .arg(header_path()),
+    );
+}
+
+#[test]
+fn program_using_every_declaration_builds_and_runs_as_c99() {
+    let dir = out_dir("c_abi");
+    let src = write_header_use_program("header_use_c.c");
+    let exe = Scratch::new(&dir, "header_use_c");
+    run(
+        "compiling the header-use program as C99",
+        Command::new(cc())
+            .args(C_FLAGS)
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(src.path())
+            .arg("-o")
+            .arg(exe.path())
+            .arg("-L")
+            .arg(lib_dir())
+            .arg("-lepoll_loop")
+            .arg(format!("-Wl,-rpath,{}", lib_dir().display())),
+    );
+    let o = run("the header-use program (C)", &mut Command::new(exe.path()));
+    note_stdout("header-use program (C)", &o.stdout);
+}
+
+#[test]
+fn program_using_every_declaration_builds_and_runs_as_cxx11() {
+    let dir = out_dir("c_abi");
+    let src = write_header_use_program("header_use_cxx.cpp");
+    let exe = Scratch::new(&dir, "header_use_cxx");
+    run(
+        "compiling the header-use program as C++11",
+        Command::new(cxx())
+            .args(CXX_FLAGS)
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(src.path())
+            .arg("-o")
+            .arg(exe.path())
+            .arg("-L")
+            .arg(lib_dir())
+            .arg("-lepoll_loop")
+            .arg(format!("-Wl,-rpath,{}", lib_dir().display())),
+    );
+    run(
+        "the header-use program (C++)",
+        &mut Command::new(exe.path()),
+    );
+}
+
+#[test]
+fn program_using_every_declaration_links_statically() {
+    let dir = out_dir("c_abi");
+    let src = write_header_use_program("header_use_static.c");
+    let exe = Scratch::new(&dir, "header_use_static");
+    compile_c(&[src.path()], exe.path(), Link::Static, false, &[]);
+    run(
+        "the header-use program (static)",
+        &mut Command::new(exe.path()),
+    );
+}
+
+fn note_stdout(what: &str, stdout: &[u8]) {
+    let s = String::from_utf8_lossy(stdout);
+    println!("{what}: {}", s.trim());
+}
+
+// ------------------------------------------------------------------ (b), (c) loop_test.c
+
+fn loop_test_src() -> PathBuf {
+    root().join("tests").join("c").join("loop_test.c")
+}
+
+/// Checks loop_test's output: exit 0 and a "N passed, 0 failed" line.
+fn check_loop_test(what: &str, o: &std::process::Output) {
+    assert_success(what, o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let summary = out
+        .lines()
+        .find(|l| l.ends_with(" passed, 0 failed"))
+        .unwrap_or_else(|| panic!("{what}: no \"N passed, 0 failed\" line in:\n{out}"));
+    let passed: u32 = summary.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 20, "{what}: only {passed} tests ran: {summary}");
+    println!("{what}: {summary}");
+}
+
+#[test]
+fn loop_test_passes_against_the_shared_library_under_asan_and_ubsan() {
+    let exe = Scratch::new(&out_dir("c_abi"), "loop_test_asan");
+    compile_c(&[&loop_test_src()], exe.path(), Link::Shared, true, &[]);
+    let mut cmd = Command::new(exe.path());
+    common::sanitizer_env(&mut cmd);
+    let o = cmd.output().expect("run loop_test (ASan)");
+    check_loop_test("loop_test (shared, ASan+UBSan)", &o);
+}
+
+#[test]
+fn loop_test_passes_against_the_static_library_and_under_valgrind() {
+    let exe = Scratch::new(&out_dir("c_abi"), "loop_test_static");
+    compile_c(&[&loop_test_src()], exe.path(), Link::Static, false, &[]);
+    let o = Command::new(exe.path())
+        .output()
+        .expect("run loop_test (static)");
+    check_loop_test("loop_test (static)", &o);
+    // Linked statically, so no libepoll_loop.so is needed at run time.
+    let dynamic = run(
+        "readelf -d loop_test",
+        Command::new("readelf").arg("-d").arg(exe.path()),
+    );
+    assert!(
+        !String::from_utf8_lossy(&dynamic.stdout).contains("libepoll_loop"),
+        "the static build still needs libepoll_loop.so"
+    );
+
+    if !common::have_valgrind() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "valgrind is not installed, but CI must run the valgrind check (.ci/run installs it)"
+        );
+        note("skipped valgrind: not installed (apt-get install valgrind)");
+        return;
+    }
+    let o = common::valgrind_cmd(exe.path())
+        .output()
+        .expect("run valgrind");
+    check_loop_test("loop_test (static, valgrind memcheck)", &o);
+}
+
+// ------------------------------------------------------------------ (d) exports, soname
+
+fn shared_lib() -> PathBuf {
+    lib_dir().join("libepoll_loop.so")
+}
+
+/// The function symbols the shared library exports, and its other exports.
+fn exported_symbols(lib: &Path) -> (BTreeSet<String>, Vec<String>) {
+    let o = run(
+        "nm -D --defined-only",
+        Command::new("nm").args(["-D", "--defined-only"]).arg(lib),
+    );
+    let mut functions = BTreeSet::new();
+    let mut others = Vec::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        // "<address> <type> <name>[@version]"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, name) = match fields.as_slice() {
+            [_, kind, name] => (*kind, *name),
+            [kind, name] => (*kind, *name),
+            _ => panic!("unexpected nm line: {line:?}"),
+        };
+        let name = name.split('@').next().unwrap().to_string();
+        // T/t: text, W/w: weak, i: indirect (ifunc) -- all callable.
+        if matches!(kind, "T" | "t" | "W" | "w" | "i" | "I") {
+            functions.insert(name);
+        } else {
+            others.push(format!("{kind} {name}"));
+        }
+    }
+    (functions, others)
+}
+
+#[test]
+fn shared_library_exports_only_prefixed_functions() {
+    let (functions, others) = exported_symbols(&shared_lib());
+    let foreign: Vec<&String> = functions
+        .iter()
+        .filter(|n| !(n.starts_with("epoll_loop_") || n.starts_with("echo_server_")))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "libepoll_loop.so exports functions outside epoll_loop_*/echo_server_*: {foreign:?}"
+    );
+    if !others.is_empty() {
+        println!("non-function exports (ignored): {others:?}");
+    }
+
+    // Exports and header agree: nothing exported undeclared, nothing declared missing.
+    let declared = parse_header(&header_text()).functions;
+    let undeclared: Vec<&String> = functions.difference(&declared).collect();
+    let missing: Vec<&String> = declared.difference(&functions).collect();
+    assert!(
+        undeclared.is_empty(),
+        "exported but not declared in include/epoll_loop.h: {undeclared:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "declared in include/epoll_loop.h but not exported: {missing:?}"
+    );
+}
+
+#[test]
+fn shared_library_has_the_soname() {
+    let o = run(
+        "readelf -d",
+        Command::new("readelf").arg("-d").arg(shared_lib()),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let soname = out
+        .lines()
+        .find(|l| l.contains("(SONAME)"))
+        .unwrap_or_else(|| panic!("libepoll_loop.so has no SONAME:\n{out}"));
+    assert!(
+        soname.contains("[libepoll_loop.so.0]"),
+        "wrong soname: {soname}"
+    );
+}
+
+// ------------------------------------------------------------------ (e) drift, (f) version
+
+#[test]
+fn committed_header_matches_the_generated_one() {
+    let generated_path = Path::new(env!("OUT_DIR")).join("epoll_loop.h");
+    let generated = std::fs::read(&generated_path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", generated_path.display()));
+    let committed = std::fs::read(header_path()).expect("read include/epoll_loop.h");
+    if generated != committed {
+        let g = String::from_utf8_lossy(&generated);
+        let c = String::from_utf8_lossy(&committed);
+        let first = g
+            .lines()
+            .zip(c.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| g.lines().count().min(c.lines().count()));
+        panic!(
+            "include/epoll_loop.h is out of date with the Rust sources (first difference at \
+             line {}):\n  generated: {:?}\n  committed: {:?}\nRun `cargo build` (without \
+             EPOLL_LOOP_HEADER=check) to regenerate it, then commit include/epoll_loop.h.\n\
+             The generated header is {}",
+            first + 1,
+            g.lines().nth(first).unwrap_or("<end of file>"),
+            c.lines().nth(first).unwrap_or("<end of file>"),
+            generated_path.display()
+        );
+    }
+}
+
+fn define_value(header: &str, name: &str) -> String {
+    let prefix = format!("#define {name} ");
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in include/epoll_loop.h"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn header_version_macros_match_the_crate_version() {
+    let h = header_text();
+    let num = |n: &str| -> u32 { define_value(&h, n).parse().unwrap() };
+    let (major, minor, patch) = (
+        num("EPOLL_LOOP_VERSION_MAJOR"),
+        num("EPOLL_LOOP_VERSION_MINOR"),
+        num("EPOLL_LOOP_VERSION_PATCH"),
+    );
+    assert_eq!(
+        format!("{major}.{minor}.{patch}"),
+        env!("CARGO_PKG_VERSION"),
+        "EPOLL_LOOP_VERSION_MAJOR/MINOR/PATCH"
+    );
+    let hex = define_value(&h, "EPOLL_LOOP_VERSION_HEX");
+    let hex = u32::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        hex,
+        (major << 16) | (minor << 8) | patch,
+        "EPOLL_LOOP_VERSION_HEX"
+    );
+    assert_eq!(
+        define_value(&h, "EPOLL_LOOP_VERSION_STRING"),
+        format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+        "EPOLL_LOOP_VERSION_STRING"
+    );
+    assert_eq!(
+        epoll_loop::ffi::epoll_loop_version(),
+        hex,
+        "epoll_loop_version()"
+    );
+}
+
+// ------------------------------------------------------------------ static link flags
+
+/// The libraries a static link needs are written down twice, in
+/// `tests/common/mod.rs` (`STATIC_LIBS`) and in the Makefile (`LIBS_PRIVATE`,
+/// which becomes `Libs.private` of epoll_loop.pc); both must equal what this
+/// toolchain's rustc says a staticlib needs.
+#[test]
+fn static_link_flags_match_rustc() {
+    let out = Scratch::new(&out_dir("c_abi"), "native_libs_probe.a");
+    let mut child = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--edition",
+            "2021",
+            "--crate-type",
+            "staticlib",
+            "--crate-name",
+            "probe",
+        ])
+        .args(["--print", "native-static-libs", "-o"])
+        .arg(out.path())
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rustc");
+    drop(child.stdin.take()); // an empty crate on stdin
+    let o = child.wait_with_output().expect("wait for rustc");
+    assert_success("rustc --print native-static-libs", &o);
+    let text = String::from_utf8_lossy(&o.stderr);
+    let rustc_libs = text
+        .lines()
+        .find_map(|l| l.split("native-static-libs:").nth(1))
+        .unwrap_or_else(|| panic!("no native-static-libs line in:\n{text}"))
+        .trim()
+        .to_string();
+    assert_eq!(
+        common::STATIC_LIBS.join(" "),
+        rustc_libs,
+        "STATIC_LIBS in tests/common/mod.rs"
+    );
+    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("read Makefile");
+    let private = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("LIBS_PRIVATE"))
+        .and_then(|l| l.split_once(":="))
+        .map(|(_, v)| v.trim().to_string())
+        .expect("LIBS_PRIVATE := ... in the Makefile");
+    assert_eq!(private, rustc_libs, "LIBS_PRIVATE in the Makefile");
+}
