@@ -194,7 +194,9 @@ typedef struct echo_server_stats {
    */
   uint64_t closed;
   /**
-   * Connections closed at once because `max_connections` was reached.
+   * Connections closed at once after accepting: `max_connections` was reached,
+   * or no fd was free for the server (`EMFILE`/`ENFILE`, then the pending
+   * client is shed with a spare fd so the listener does not spin).
    */
   uint64_t rejected;
   /**

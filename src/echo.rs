@@ -366,9 +366,9 @@ impl ConnHandler for Worker {
         TcpStats::add(&self.shared.stats.closed, 1);
         self.log(LOG_INFO, || {
             if error == 0 {
-                format!("client close: fd {}", conn.fd())
+                format!("client close: {}", peer(conn.fd()))
             } else {
-                format!("client close: fd {} ({})", conn.fd(), Errno(-error))
+                format!("client close: {} ({})", peer(conn.fd()), Errno(-error))
             }
         });
         if self.stopping.get() && self.open.get() == 0 {

@@ -70,7 +70,9 @@ pub struct echo_server_stats {
     pub active: u64,
     /// Connections closed (by either side, idle timeouts and rejections included).
     pub closed: u64,
-    /// Connections closed at once because `max_connections` was reached.
+    /// Connections closed at once after accepting: `max_connections` was reached,
+    /// or no fd was free for the server (`EMFILE`/`ENFILE`, then the pending
+    /// client is shed with a spare fd so the listener does not spin).
     pub rejected: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
