@@ -113,6 +113,21 @@ typedef struct echo_server echo_server;
 typedef struct epoll_loop epoll_loop;
 
 /**
+ * A buffered TCP connection on a loop. Opaque; made by `epoll_loop_tcp_connect`
+ * or by a listener, released by the library after its `on_close`.
+ *
+ * Lifetime: until `on_close` returns (or the loop is freed: then no callback
+ * runs). Thread safety: the loop's thread only.
+ */
+typedef struct epoll_loop_conn epoll_loop_conn;
+
+/**
+ * A listening TCP socket on a loop. Opaque; made by `epoll_loop_tcp_listen`,
+ * released by `epoll_loop_listener_close`.
+ */
+typedef struct epoll_loop_listener epoll_loop_listener;
+
+/**
  * Receives the server's log lines. `level` is one of `EPOLL_LOOP_LOG_*`;
  * `message` is a NUL-terminated line without a trailing newline, valid only
  * during the call. Called on the server's loop thread(s); with `threads > 1`,
@@ -273,6 +288,50 @@ typedef struct epoll_loop_stats {
    */
   uint64_t timers_pending;
 } epoll_loop_stats;
+
+/**
+ * Called on the loop thread when a watched signal arrives (`signo`).
+ */
+typedef void (*epoll_loop_signal_cb)(struct epoll_loop *loop, int signo, void *user_data);
+
+/**
+ * A function posted with `epoll_loop_post`, run once on the loop thread.
+ */
+typedef void (*epoll_loop_post_cb)(struct epoll_loop *loop, void *user_data);
+
+/**
+ * The callbacks of a connection. Any of them may be NULL.
+ *
+ * Every callback receives the connection and its user data (accepted
+ * connections start with their listener's, outgoing ones with the one given to
+ * `epoll_loop_tcp_connect`; change it with `epoll_loop_conn_set_user_data`).
+ */
+typedef struct epoll_loop_conn_callbacks {
+  /**
+   * The connection is established: accepted, or an outgoing connect completed.
+   * Not called when a connect fails (then only `on_close` runs).
+   */
+  void (*on_open)(struct epoll_loop_conn *conn, void *user_data);
+  /**
+   * `len` bytes arrived at `data` (valid only during the call). With
+   * half-open allowed (`epoll_loop_conn_set_half_open`), the peer's EOF is
+   * reported as `data == NULL, len == 0`.
+   */
+  void (*on_data)(struct epoll_loop_conn *conn, const uint8_t *data, size_t len, void *user_data);
+  /**
+   * The write queue fell to its low-water mark after having been above it:
+   * a good moment to resume a paused producer.
+   */
+  void (*on_drain)(struct epoll_loop_conn *conn, void *user_data);
+  /**
+   * The connection is closed: `error` is 0 after a clean close or the peer's
+   * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
+   * timeout, else the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...).
+   * Called exactly once, from the loop (never from inside the call that
+   * closed it); the handle is invalid once it returns.
+   */
+  void (*on_close)(struct epoll_loop_conn *conn, int error, void *user_data);
+} epoll_loop_conn_callbacks;
 
 #ifdef __cplusplus
 extern "C" {
@@ -554,6 +613,265 @@ int epoll_loop_timer_stop(struct epoll_loop *loop, uint64_t timer_id);
  * Thread safety: loop thread; allowed inside callbacks.
  */
 int epoll_loop_get_stats(const struct epoll_loop *loop, struct epoll_loop_stats *out);
+
+/**
+ * Blocks `signo` in the calling thread, so that it can be received through
+ * `epoll_loop_signal_start` instead of its default action.
+ *
+ * The blocking rule: a signal watched by a loop must be blocked in every thread
+ * of the process, or the kernel may deliver it to a thread that has it
+ * unblocked (running its handler or default action, e.g. terminating). Call this
+ * in the main thread before starting other threads (they inherit the mask).
+ * Returns: 0.
+ * Errors: `-EINVAL` (not a valid signal number).
+ * Ownership: nothing.
+ * Thread safety: affects only the calling thread.
+ */
+int epoll_loop_signal_block(int signo);
+
+/**
+ * Calls `cb(loop, signo, user_data)` on the loop thread each time `signo`
+ * arrives (through a signalfd; several signals share one per loop). A watched
+ * signal keeps `epoll_loop_run` running, like a registered fd.
+ *
+ * Only one loop in the process should watch a given signal: each arrival is
+ * read by one of them.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
+ * `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
+ * with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
+ * loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * Ownership: the caller keeps owning `user_data`.
+ * Thread safety: loop thread; allowed inside callbacks.
+ */
+int epoll_loop_signal_start(struct epoll_loop *loop,
+                            int signo,
+                            epoll_loop_signal_cb cb,
+                            void *user_data);
+
+/**
+ * Stops watching `signo` on this loop (the signal stays blocked).
+ * Returns: 0.
+ * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOENT` (not watched here),
+ * `-ENOTRECOVERABLE`.
+ * Ownership: the loop drops `user_data` without calling anything.
+ * Thread safety: loop thread; allowed inside callbacks.
+ */
+int epoll_loop_signal_stop(struct epoll_loop *loop, int signo);
+
+/**
+ * Runs `cb(loop, user_data)` once on the loop thread, in the loop's next
+ * iteration, waking it if it is blocked. Functions posted from one thread run
+ * in posting order; each run counts as a callback.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
+ * is being freed: posts still queued when it is freed are dropped unrun).
+ * Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
+ * Thread safety: safe from any thread (takes a mutex: not async-signal-safe), as
+ * long as the loop is not freed concurrently.
+ */
+int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_data);
+
+/**
+ * Listens on `host:port` and accepts connections on the loop: each accepted
+ * connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
+ * it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
+ * it spin: the pending client is accepted and closed with a spare fd.
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking).
+ * `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+ * Returns: 0, and the listener in `*out`.
+ * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8), `-ENOENT` (host
+ * not found), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`,
+ * `-ENOTRECOVERABLE`.
+ * Ownership: the caller owns `*out` and frees it with `epoll_loop_listener_close`
+ * (freeing the loop first closes the socket; `_close` then only frees the handle).
+ * Thread safety: loop thread; allowed inside callbacks.
+ */
+int epoll_loop_tcp_listen(struct epoll_loop *loop,
+                          const char *host,
+                          uint16_t port,
+                          int backlog,
+                          const struct epoll_loop_conn_callbacks *cbs,
+                          void *user_data,
+                          struct epoll_loop_listener **out);
+
+/**
+ * The port a listener is bound to.
+ * Returns: the port (1..65535).
+ * Errors: `-EINVAL` (NULL or closed listener).
+ * Thread safety: loop thread.
+ */
+int epoll_loop_listener_port(const struct epoll_loop_listener *l);
+
+/**
+ * Sets the write-queue limits of connections accepted from now on (see
+ * `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
+ * Returns: 0.
+ * Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
+ * `max_queue` 0 or above 4 GiB).
+ * Thread safety: loop thread.
+ */
+int epoll_loop_listener_set_limits(struct epoll_loop_listener *l,
+                                   size_t max_queue,
+                                   size_t low_water);
+
+/**
+ * Stops accepting and frees the listener. Connections it accepted live on.
+ * Returns: 0. `epoll_loop_listener_close(NULL)` is a no-op returning 0.
+ * Errors: `-EINVAL` (not a live listener, e.g. closed twice; best effort).
+ * Ownership: `l` is invalid after a 0 return.
+ * Thread safety: loop thread; allowed inside callbacks.
+ */
+int epoll_loop_listener_close(struct epoll_loop_listener *l);
+
+/**
+ * Starts a non-blocking connect to `host:port`. `on_open` runs when the
+ * connection is established; if it fails, only `on_close` runs, with the error
+ * (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
+ * Writes made before `on_open` are queued and sent once it is open.
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
+ * pass a numeric address to avoid that).
+ * Returns: 0, and the connection in `*out` (no callback has run yet).
+ * Errors (no callback will run): `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
+ * UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
+ * `-ENOTRECOVERABLE`.
+ * Ownership: the handle belongs to the library; it stays valid until `on_close`
+ * returns.
+ * Thread safety: loop thread; allowed inside callbacks.
+ */
+int epoll_loop_tcp_connect(struct epoll_loop *loop,
+                           const char *host,
+                           uint16_t port,
+                           const struct epoll_loop_conn_callbacks *cbs,
+                           void *user_data,
+                           struct epoll_loop_conn **out);
+
+/**
+ * Queues `len` bytes from `buf` to send: what the socket takes goes out at once,
+ * only the rest is queued (`EPOLLOUT` is armed only while something is queued).
+ * All or nothing: either every byte is accepted or none is.
+ * Returns: 0 (`len` 0 is a no-op).
+ * Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
+ * would pass its cap: wait for `on_drain`), `-EPIPE` (the connection is closing,
+ * shut down or closed, even if `on_close` has not been delivered yet).
+ * Ownership: the bytes are copied; `buf` stays the caller's.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_write(struct epoll_loop_conn *c, const void *buf, size_t len);
+
+/**
+ * Stops reading from the connection (TCP then pushes back on the peer).
+ * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_pause(struct epoll_loop_conn *c);
+
+/**
+ * Resumes reading after `epoll_loop_conn_pause`.
+ * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_resume(struct epoll_loop_conn *c);
+
+/**
+ * Sends what is queued, then half-closes (FIN). Reading continues; the
+ * connection closes (`on_close(0)`) when the peer's EOF arrives too.
+ * Returns: 0 (also when already shut down).
+ * Errors: `-EINVAL`, `-EPIPE` (closing or closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
+
+/**
+ * Stops delivering data, sends what is queued, then closes; `on_close(0)`
+ * follows, from the loop. Unread input from the peer is drained and dropped
+ * (for up to 2 s) so that the close does not turn into a reset that would
+ * destroy bytes still in flight.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (already closing or closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_close(struct epoll_loop_conn *c);
+
+/**
+ * Closes at once with a reset (RST), discarding what is queued;
+ * `on_close(-ECONNABORTED)` follows, from the loop.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (already closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_abort(struct epoll_loop_conn *c);
+
+/**
+ * Sets the user data passed to the connection's callbacks from now on.
+ * Returns: 0. Errors: `-EINVAL` (`c` NULL or invalid).
+ * Ownership: the caller keeps owning `user_data`. Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_user_data(struct epoll_loop_conn *c, void *user_data);
+
+/**
+ * The connection's user data (NULL if `c` is NULL or invalid).
+ * Thread safety: loop thread.
+ */
+void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
+
+/**
+ * Sets the write-queue limits: `epoll_loop_conn_write` fails with `-ENOBUFS`
+ * rather than queue past `max_queue` bytes, and `on_drain` runs when the queue
+ * falls to `low_water` after having been above it. Defaults: 1 MiB, 64 KiB.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
+ * `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_limits(struct epoll_loop_conn *c, size_t max_queue, size_t low_water);
+
+/**
+ * With `enable` non-zero, the peer's EOF no longer closes the connection: it is
+ * reported as `on_data(c, NULL, 0, ud)` and the connection stays open for
+ * writing until `epoll_loop_conn_shutdown` or `_close` (a proxy needs this to
+ * relay a half-close). Default: off (EOF flushes, then `on_close(0)`).
+ * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_half_open(struct epoll_loop_conn *c, int enable);
+
+/**
+ * Closes the connection with `on_close(-ETIMEDOUT)` after `timeout_ms`
+ * milliseconds without a successful read or write (while connecting: after
+ * `timeout_ms` from this call). 0 turns it off.
+ * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
+
+/**
+ * Bytes queued on the connection and not yet taken by the socket.
+ * Returns: 0, and the count in `*out`.
+ * Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_get_queued(const struct epoll_loop_conn *c, size_t *out);
+
+/**
+ * The connection's socket descriptor (for `setsockopt` and the like; do not
+ * read, write or close it).
+ * Returns: the fd. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_fileno(const struct epoll_loop_conn *c);
+
+/**
+ * The peer's address: its numeric IP as text in `host` (NUL-terminated; 46 bytes
+ * fit any address) and its port in `*port`. Either may be NULL if not wanted.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-ENOSPC` (`host_len` too small), `-ENOTCONN` (not
+ * connected yet or any more), `-EPIPE` (closed). Thread safety: loop thread.
+ */
+int epoll_loop_conn_peer_address(const struct epoll_loop_conn *c,
+                                 char *host,
+                                 size_t host_len,
+                                 uint16_t *port);
+
+/**
+ * The connection's local address, as `epoll_loop_conn_peer_address`.
+ * Returns: 0. Errors: as `epoll_loop_conn_peer_address`. Thread safety: loop thread.
+ */
+int epoll_loop_conn_local_address(const struct epoll_loop_conn *c,
+                                  char *host,
+                                  size_t host_len,
+                                  uint16_t *port);
 
 /**
  * The library's version as `(major << 16) | (minor << 8) | patch`.

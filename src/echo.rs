@@ -10,7 +10,7 @@
 
 use crate::event_loop::EventLoop;
 use crate::sys::{self, Errno, Result, socket};
-use crate::tcp::{Conn, ConnHandler, Listener, READ_BUFFER, TcpContext, TcpStats};
+use crate::tcp::{Conn, ConnHandler, Limits, Listener, READ_BUFFER, TcpContext, TcpStats};
 use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -230,14 +230,11 @@ impl Worker {
         let pending = self.cfg.max_pending_bytes;
         // The hard cap leaves room for one more read after the pause threshold,
         // so an echo write never fails; the low-water mark resumes reading.
-        let conn = match Conn::open(
-            lp,
-            fd,
-            self.ctx.clone(),
-            self.clone(),
-            pending + READ_BUFFER,
-            pending / 2,
-        ) {
+        let limits = Limits {
+            max_queue: pending + READ_BUFFER,
+            low_water: pending / 2,
+        };
+        let conn = match Conn::open(lp, fd, self.ctx.clone(), self.clone(), limits) {
             Ok(c) => c,
             Err(e) => {
                 TcpStats::add(&stats.accept_errors, 1);

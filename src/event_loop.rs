@@ -17,14 +17,16 @@
 //!   request made from a signal handler.
 
 use crate::poller::{EpollEvent, Poller, ms_round_up};
+use crate::sys::signal::{self, SigSet};
 use crate::sys::{self, Errno, Result, eventfd};
 use crate::timers::TimerQueue;
 use crate::trace::trace;
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Readable (`EPOLLIN`).
 pub const IN: u32 = libc::EPOLLIN as u32;
@@ -55,6 +57,10 @@ const MAX_BATCH: usize = 1024;
 pub type IoCallback = Rc<dyn Fn(&EventLoop, RawFd, u32)>;
 /// A timer callback: `(loop, timer id)`.
 pub type TimerCallback = Rc<dyn Fn(&EventLoop, u64)>;
+/// A signal callback: `(loop, signal number)`.
+pub type SignalCallback = Rc<dyn Fn(&EventLoop, i32)>;
+/// A function posted from any thread to run once on the loop's thread.
+pub type Posted = Box<dyn FnOnce(&EventLoop) + Send>;
 
 /// Why [`EventLoop::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,13 +84,31 @@ pub struct LoopStats {
     pub timers_pending: u64,
 }
 
-/// The part of a loop other threads may touch: a stop flag and an eventfd.
+/// The part of a loop other threads may touch: a stop flag, the waker eventfd
+/// and the queue of posted functions.
 ///
-/// Both methods are async-signal-safe (an atomic store and one `write(2)`).
-#[derive(Debug)]
+/// `wake` and `stop` are async-signal-safe (an atomic store and one `write(2)`);
+/// `post` takes a mutex, so it is thread-safe but not async-signal-safe.
 pub struct Remote {
     stop: AtomicBool,
     waker: OwnedFd,
+    posted: AtomicBool,
+    posts: Mutex<PostQueue>,
+}
+
+#[derive(Default)]
+struct PostQueue {
+    closed: bool,
+    queue: VecDeque<Posted>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("stop", &self.stop)
+            .field("waker", &self.waker)
+            .finish()
+    }
 }
 
 impl Remote {
@@ -99,6 +123,35 @@ impl Remote {
     pub fn stop(&self) -> Result<()> {
         self.stop.store(true, Ordering::Release);
         self.wake()
+    }
+
+    /// Queues `f` to run once on the loop's thread, in the next iteration, after
+    /// everything posted before it. `ESHUTDOWN` once the loop is being freed.
+    pub fn post(&self, f: Posted) -> Result<()> {
+        {
+            let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
+            if q.closed {
+                return Err(Errno(libc::ESHUTDOWN));
+            }
+            q.queue.push_back(f);
+        }
+        self.posted.store(true, Ordering::Release);
+        self.wake()
+    }
+
+    /// Refuses further posts and returns those not yet run (the loop is going away).
+    pub fn close_posts(&self) -> Vec<Posted> {
+        let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        q.queue.drain(..).collect()
+    }
+
+    fn take_posts(&self) -> VecDeque<Posted> {
+        if !self.posted.swap(false, Ordering::AcqRel) {
+            return VecDeque::new();
+        }
+        let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut q.queue)
     }
 
     fn stop_requested(&self) -> bool {
@@ -176,12 +229,20 @@ impl Drop for DispatchGuard<'_> {
     }
 }
 
+/// Signals watched through one signalfd per loop.
+struct Signals {
+    fd: Option<Rc<OwnedFd>>,
+    mask: SigSet,
+    handlers: HashMap<i32, SignalCallback>,
+}
+
 /// The event loop. See the module docs for the dispatch rules.
 pub struct EventLoop {
     poller: Poller,
     remote: Arc<Remote>,
     registry: RefCell<Registry>,
     timers: RefCell<TimerQueue<TimerCallback>>,
+    signals: RefCell<Signals>,
     batch: Cell<Vec<EpollEvent>>,
     dispatching: Cell<bool>,
     stats: StatCells,
@@ -213,6 +274,8 @@ impl EventLoop {
             remote: Arc::new(Remote {
                 stop: AtomicBool::new(false),
                 waker,
+                posted: AtomicBool::new(false),
+                posts: Mutex::new(PostQueue::default()),
             }),
             registry: RefCell::new(Registry {
                 slots: Vec::new(),
@@ -220,6 +283,11 @@ impl EventLoop {
                 next_generation: 1,
             }),
             timers: RefCell::new(TimerQueue::default()),
+            signals: RefCell::new(Signals {
+                fd: None,
+                mask: SigSet::empty(),
+                handlers: HashMap::new(),
+            }),
             batch: Cell::new(Vec::new()),
             dispatching: Cell::new(false),
             stats: StatCells::default(),
@@ -367,6 +435,94 @@ impl EventLoop {
         if found { Ok(()) } else { Err(Errno::ENOENT) }
     }
 
+    /// Calls `cb` on the loop thread each time `signo` arrives, through a signalfd.
+    ///
+    /// The signal must be blocked in every thread (see [`signal::block`]), or its
+    /// default action runs instead; so that the mistake cannot pass silently,
+    /// this refuses with `EINVAL` when `signo` is not blocked in the calling
+    /// thread. Errors: `EINVAL` (bad number, `SIGKILL`/`SIGSTOP`, not blocked),
+    /// `EEXIST` (already watched on this loop), `EMFILE`, `ENOMEM`.
+    pub fn signal_start(&self, signo: i32, cb: SignalCallback) -> Result<()> {
+        if signo <= 0
+            || signo == libc::SIGKILL
+            || signo == libc::SIGSTOP
+            || signo > libc::SIGRTMAX()
+        {
+            return Err(Errno::EINVAL);
+        }
+        if !signal::thread_mask()?.contains(signo) {
+            return Err(Errno::EINVAL);
+        }
+        let mut sig = self.signals.borrow_mut();
+        if sig.handlers.contains_key(&signo) {
+            return Err(Errno::EEXIST);
+        }
+        let mut mask = sig.mask;
+        mask.add(signo)?;
+        match &sig.fd {
+            Some(fd) => signal::signalfd_set(fd, &mask)?,
+            None => {
+                let fd = Rc::new(signal::signalfd_new(&mask)?);
+                let f2 = fd.clone();
+                let raw = fd.as_raw_fd();
+                self.register(
+                    raw,
+                    IN,
+                    Rc::new(move |lp: &EventLoop, _, _| lp.dispatch_signals(&f2)),
+                )?;
+                sig.fd = Some(fd);
+            }
+        }
+        sig.mask = mask;
+        sig.handlers.insert(signo, cb);
+        Ok(())
+    }
+
+    /// Stops watching `signo` (it stays blocked). `ENOENT` if not watched here.
+    pub fn signal_stop(&self, signo: i32) -> Result<()> {
+        let (cb, fd_to_close) = {
+            let mut sig = self.signals.borrow_mut();
+            let cb = sig.handlers.remove(&signo).ok_or(Errno::ENOENT)?;
+            let mut mask = sig.mask;
+            mask.remove(signo)?;
+            sig.mask = mask;
+            if sig.handlers.is_empty() {
+                (cb, sig.fd.take())
+            } else {
+                if let Some(fd) = &sig.fd {
+                    signal::signalfd_set(fd, &mask)?;
+                }
+                (cb, None)
+            }
+        };
+        if let Some(fd) = fd_to_close {
+            self.unregister(fd.as_raw_fd())?;
+        }
+        drop(cb);
+        Ok(())
+    }
+
+    fn dispatch_signals(&self, fd: &OwnedFd) {
+        // Bounded: at most a batch of pending signals per readiness event.
+        for _ in 0..64 {
+            let signo = match signal::signalfd_read(fd) {
+                Ok(Some(s)) => s,
+                Ok(None) | Err(_) => return,
+            };
+            let cb = self.signals.borrow().handlers.get(&signo).cloned();
+            if let Some(cb) = cb {
+                trace!("signal {signo}: callback");
+                cb(self, signo);
+            }
+        }
+    }
+
+    /// Queues `f` to run on this loop's thread in the next iteration (from any
+    /// thread, through [`Remote::post`]).
+    pub fn post(&self, f: Posted) -> Result<()> {
+        self.remote.post(f)
+    }
+
     /// True when nothing is registered and no timer is pending.
     pub fn is_idle(&self) -> bool {
         self.registry.borrow().active == 0 && self.timers.borrow().is_empty()
@@ -433,6 +589,14 @@ impl EventLoop {
 
         let mut ran = 0;
         let mut t_prev = sys::monotonic_ns();
+        for f in remote.take_posts() {
+            trace!("posted function: callback");
+            f(self);
+            ran += 1;
+            let t = sys::monotonic_ns();
+            self.stats.callback_ran(t.saturating_sub(t_prev));
+            t_prev = t;
+        }
         for ev in &batch[..n] {
             let (tok, bits) = (ev.u64, ev.events);
             if tok == WAKER_TOKEN {
@@ -502,9 +666,15 @@ impl EventLoop {
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
+        // Posts not yet run are dropped unrun; later posts fail with ESHUTDOWN.
+        drop(self.remote.close_posts());
         // Drop callbacks with no borrow held (their captures may be arbitrary).
         let slots = std::mem::take(&mut self.registry.get_mut().slots);
         drop(slots);
+        let timers = std::mem::take(self.timers.get_mut());
+        drop(timers);
+        let handlers = std::mem::take(&mut self.signals.get_mut().handlers);
+        drop(handlers);
     }
 }
 

@@ -87,8 +87,13 @@ impl TcpContext {
 
 /// Callbacks of a connection. Each receives the loop and the connection.
 pub trait ConnHandler {
+    /// The connection is established: accepted, or an outgoing connect completed.
+    fn on_open(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
     /// Bytes arrived. `data` is valid only during the call.
     fn on_data(&self, lp: &EventLoop, conn: &Rc<Conn>, data: &[u8]);
+    /// The peer shut down its writing half, on a connection that allows half-open
+    /// ([`Conn::set_half_open`]); it stays open for writing until `shutdown`/`close`.
+    fn on_eof(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
     /// The write queue fell to its low-water mark after being above it.
     fn on_drain(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
     /// The connection closed: 0 after a clean EOF or `close`, else `-errno`.
@@ -96,14 +101,26 @@ pub trait ConnHandler {
     fn on_close(&self, _lp: &EventLoop, _conn: &Rc<Conn>, _error: i32) {}
 }
 
-const PAUSED: u8 = 1;
-const EOF: u8 = 2;
-const CLOSING: u8 = 4;
-const CLOSED: u8 = 8;
-const WANT_DRAIN: u8 = 16;
-const FAILED: u8 = 32;
+const PAUSED: u16 = 1;
+/// The peer sent EOF; nothing more will be read.
+const EOF: u16 = 2;
+/// `close` was asked for: flush, then close.
+const CLOSING: u16 = 4;
+/// `on_close` ran (or is running).
+const CLOSED: u16 = 8;
+const WANT_DRAIN: u16 = 16;
+/// A send failed; reported from the next event.
+const FAILED: u16 = 32;
 /// Closing: our FIN is sent; reading and discarding until the peer's EOF.
-const LINGER: u8 = 64;
+const LINGER: u16 = 64;
+/// An outgoing connect is in progress.
+const CONNECTING: u16 = 128;
+/// `shutdown` was asked for: flush, then send FIN.
+const SHUT_PENDING: u16 = 256;
+/// Our FIN is sent (no more writes).
+const SHUT_DONE: u16 = 512;
+/// Peer EOF does not close: the application decides (`on_eof`).
+const HALF_OPEN: u16 = 1024;
 
 /// Bytes accepted by `write` but not yet taken by the socket.
 #[derive(Debug, Default)]
@@ -136,21 +153,56 @@ impl WriteQueue {
     }
 }
 
+/// Write-queue limits of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `write` fails with `ENOBUFS` rather than queue past this many bytes.
+    pub max_queue: usize,
+    /// `on_drain` runs when the queue falls to this after having been above it.
+    pub low_water: usize,
+}
+
+impl Default for Limits {
+    /// 1 MiB cap, 64 KiB low-water mark.
+    fn default() -> Self {
+        Limits {
+            max_queue: 1 << 20,
+            low_water: 64 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// `EINVAL` unless `low_water < max_queue` and both fit in 32 bits.
+    pub fn validate(self) -> Result<Limits> {
+        if self.max_queue == 0
+            || self.low_water >= self.max_queue
+            || self.max_queue > u32::MAX as usize
+        {
+            return Err(Errno::EINVAL);
+        }
+        Ok(self)
+    }
+}
+
 /// A buffered, non-blocking TCP connection registered on a loop.
 pub struct Conn {
     fd: OwnedFd,
-    flags: Cell<u8>,
+    flags: Cell<u16>,
     mask: Cell<u32>,
     /// Failure recorded by a write, reported from the next event (as `-errno`).
     error: Cell<i32>,
     max_queue: Cell<u32>,
     low_water: Cell<u32>,
+    /// Inactivity limit (0 = none); see [`Conn::set_timeout`].
+    timeout_ms: Cell<u32>,
     last_active_ms: Cell<u64>,
+    /// The linger timer while lingering, else the inactivity timer (0 = none).
+    timer: Cell<u64>,
     queue: RefCell<WriteQueue>,
     handler: Rc<dyn ConnHandler>,
     ctx: Rc<TcpContext>,
     user: Cell<usize>,
-    linger_timer: Cell<u64>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -167,35 +219,69 @@ fn now_ms() -> u64 {
 }
 
 impl Conn {
+    fn new(
+        fd: OwnedFd,
+        ctx: Rc<TcpContext>,
+        handler: Rc<dyn ConnHandler>,
+        limits: Limits,
+        flags: u16,
+    ) -> Rc<Conn> {
+        Rc::new(Conn {
+            fd,
+            flags: Cell::new(flags),
+            mask: Cell::new(0),
+            error: Cell::new(0),
+            max_queue: Cell::new(limits.max_queue.min(u32::MAX as usize) as u32),
+            low_water: Cell::new(limits.low_water.min(u32::MAX as usize) as u32),
+            timeout_ms: Cell::new(0),
+            last_active_ms: Cell::new(now_ms()),
+            timer: Cell::new(0),
+            queue: RefCell::new(WriteQueue::default()),
+            handler,
+            ctx,
+            user: Cell::new(0),
+        })
+    }
+
+    fn register(self: &Rc<Self>, lp: &EventLoop, mask: u32) -> Result<()> {
+        let c = self.clone();
+        lp.register(
+            self.fd(),
+            mask,
+            Rc::new(move |lp: &EventLoop, _fd, ev| c.on_event(lp, ev)),
+        )?;
+        self.mask.set(mask);
+        Ok(())
+    }
+
     /// Wraps a connected non-blocking socket and registers it for reading.
+    /// `on_open` is not called here: the caller knows the connection is open.
     pub fn open(
         lp: &EventLoop,
         fd: OwnedFd,
         ctx: Rc<TcpContext>,
         handler: Rc<dyn ConnHandler>,
-        max_queue: usize,
-        low_water: usize,
+        limits: Limits,
     ) -> Result<Rc<Conn>> {
-        let conn = Rc::new(Conn {
-            fd,
-            flags: Cell::new(0),
-            mask: Cell::new(IN | RDHUP),
-            error: Cell::new(0),
-            max_queue: Cell::new(max_queue.min(u32::MAX as usize) as u32),
-            low_water: Cell::new(low_water.min(u32::MAX as usize) as u32),
-            last_active_ms: Cell::new(now_ms()),
-            queue: RefCell::new(WriteQueue::default()),
-            handler,
-            ctx,
-            user: Cell::new(0),
-            linger_timer: Cell::new(0),
-        });
-        let c = conn.clone();
-        lp.register(
-            conn.fd(),
-            IN | RDHUP,
-            Rc::new(move |lp: &EventLoop, _fd, ev| c.on_event(lp, ev)),
-        )?;
+        let conn = Conn::new(fd, ctx, handler, limits, 0);
+        conn.register(lp, IN | RDHUP)?;
+        Ok(conn)
+    }
+
+    /// Starts a non-blocking connect to `addr`. `on_open` runs when it completes;
+    /// if it fails, `on_close(-errno)` runs instead (and `on_open` never does).
+    /// Errors returned here (no callback will run): `socket`/`connect` failures
+    /// that are known at once, e.g. `ENETUNREACH`, `EMFILE`.
+    pub fn connect(
+        lp: &EventLoop,
+        addr: &SocketAddr,
+        ctx: Rc<TcpContext>,
+        handler: Rc<dyn ConnHandler>,
+        limits: Limits,
+    ) -> Result<Rc<Conn>> {
+        let fd = socket::tcp_connect(addr)?;
+        let conn = Conn::new(fd, ctx, handler, limits, CONNECTING);
+        conn.register(lp, OUT)?;
         Ok(conn)
     }
 
@@ -224,7 +310,7 @@ impl Conn {
         self.last_active_ms.get()
     }
 
-    /// A word of user data (the C API keeps its `void *` here).
+    /// A word of user data (the C API keeps its handle here).
     pub fn user(&self) -> usize {
         self.user.get()
     }
@@ -239,19 +325,52 @@ impl Conn {
         socket::peer_addr(self.fd())
     }
 
-    fn has(&self, f: u8) -> bool {
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        socket::local_addr(self.fd())
+    }
+
+    /// The write-queue limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_queue: self.max_queue.get() as usize,
+            low_water: self.low_water.get() as usize,
+        }
+    }
+
+    /// Changes the write-queue limits (`EINVAL` unless `low_water < max_queue`).
+    /// Bytes already queued stay queued even if above the new cap.
+    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+        let l = limits.validate()?;
+        self.max_queue.set(l.max_queue as u32);
+        self.low_water.set(l.low_water as u32);
+        Ok(())
+    }
+
+    /// With `on`, a peer's EOF no longer closes the connection: `on_eof` runs and
+    /// the connection stays open for writing until `shutdown` or `close`
+    /// (Node's `allowHalfOpen`; a proxy needs it to relay a half-close).
+    pub fn set_half_open(&self, on: bool) {
+        if on {
+            self.set(HALF_OPEN)
+        } else {
+            self.clear(HALF_OPEN)
+        }
+    }
+
+    fn has(&self, f: u16) -> bool {
         self.flags.get() & f != 0
     }
-    fn set(&self, f: u8) {
+    fn set(&self, f: u16) {
         self.flags.set(self.flags.get() | f)
     }
-    fn clear(&self, f: u8) {
+    fn clear(&self, f: u16) {
         self.flags.set(self.flags.get() & !f)
     }
 
     fn wants_read(&self) -> bool {
         let f = self.flags.get();
-        if f & (EOF | CLOSED | FAILED) != 0 {
+        if f & (EOF | CLOSED | FAILED | CONNECTING) != 0 {
             return false;
         }
         // Lingering connections read (and discard) until the peer's EOF.
@@ -264,7 +383,7 @@ impl Conn {
             return;
         }
         let mut want = if self.wants_read() { IN | RDHUP } else { 0 };
-        if self.queued() > 0 || self.has(FAILED) {
+        if self.queued() > 0 || self.flags.get() & (FAILED | CONNECTING) != 0 {
             want |= OUT;
         }
         if want != self.mask.get() && lp.modify(self.fd(), want).is_ok() {
@@ -272,11 +391,16 @@ impl Conn {
         }
     }
 
+    fn touch(&self) {
+        self.last_active_ms.set(now_ms());
+    }
+
     /// Queues `data` for sending, sending at once what the socket takes.
     /// All or nothing: `ENOBUFS` when the queue would pass its cap, `EPIPE` once
-    /// the connection is closing or closed.
+    /// the connection is closing, shut down or closed. While connecting, bytes
+    /// are queued and sent once the connection opens.
     pub fn write(self: &Rc<Self>, lp: &EventLoop, data: &[u8]) -> Result<()> {
-        if self.flags.get() & (CLOSING | CLOSED | FAILED) != 0 {
+        if self.flags.get() & (CLOSING | CLOSED | FAILED | SHUT_PENDING | SHUT_DONE) != 0 {
             return Err(Errno(libc::EPIPE));
         }
         let queued = self.queued();
@@ -284,7 +408,7 @@ impl Conn {
             return Err(Errno(libc::ENOBUFS));
         }
         let mut sent = 0;
-        if queued == 0 {
+        if queued == 0 && !self.has(CONNECTING) {
             while sent < data.len() {
                 match socket::send(self.fd(), &data[sent..]) {
                     Ok(n) => sent += n,
@@ -301,7 +425,7 @@ impl Conn {
             }
             if sent > 0 {
                 TcpStats::add(&self.ctx.stats.bytes_out, sent as u64);
-                self.last_active_ms.set(now_ms());
+                self.touch();
             }
         }
         if sent < data.len() {
@@ -326,23 +450,53 @@ impl Conn {
         self.update_mask(lp);
     }
 
+    /// Sends what is queued, then half-closes (FIN); reading goes on, and the
+    /// connection closes once the peer's EOF arrives too. Later writes fail with
+    /// `EPIPE`. `EPIPE` if closing or closed.
+    pub fn shutdown(self: &Rc<Self>, lp: &EventLoop) -> Result<()> {
+        if self.flags.get() & (CLOSING | CLOSED) != 0 {
+            return Err(Errno(libc::EPIPE));
+        }
+        if self.flags.get() & (SHUT_PENDING | SHUT_DONE) != 0 {
+            return Ok(());
+        }
+        self.set(SHUT_PENDING);
+        if self.queued() == 0 && !self.has(CONNECTING) && !self.has(FAILED) {
+            self.do_shutdown(lp);
+        }
+        Ok(())
+    }
+
+    fn do_shutdown(self: &Rc<Self>, lp: &EventLoop) {
+        self.clear(SHUT_PENDING);
+        self.set(SHUT_DONE);
+        if let Err(e) = socket::shutdown_write(self.fd()) {
+            self.close_now(lp, -e.0);
+            return;
+        }
+        if self.has(EOF) {
+            self.close_now(lp, 0);
+        }
+    }
+
     /// Stops delivering data, sends what is queued, then closes (`on_close(0)`).
     ///
     /// # Implementation notes
     /// Closing a socket whose receive buffer holds unread bytes makes Linux send
     /// RST and drop what is still in flight to the peer, so a plain `close` after
-    /// the flush could lose echoed bytes. Unless the peer already sent EOF, the
-    /// connection therefore "lingers" (as nginx's lingering close does): it sends
-    /// FIN with `shutdown(SHUT_WR)`, reads and discards until the peer's EOF, then
-    /// closes; after [`LINGER_MS`] it resets instead.
+    /// the flush could lose bytes already written. Unless the peer already sent
+    /// EOF, the connection therefore "lingers" (as nginx's lingering close does):
+    /// it sends FIN with `shutdown(SHUT_WR)`, reads and discards until the peer's
+    /// EOF, then closes; after [`LINGER_MS`] it resets instead.
     pub fn close(self: &Rc<Self>, lp: &EventLoop) {
         if self.flags.get() & (CLOSING | CLOSED) != 0 {
             return;
         }
         self.set(CLOSING);
-        if self.has(FAILED) {
-            self.update_mask(lp);
-        } else if self.queued() == 0 {
+        if self.has(CONNECTING) {
+            // Nothing was delivered yet: no need to flush or linger.
+            self.close_now(lp, 0);
+        } else if self.queued() == 0 && !self.has(FAILED) {
             self.finish_close(lp);
         } else {
             self.update_mask(lp);
@@ -352,27 +506,28 @@ impl Conn {
     /// The queue is empty and a close was asked for (or EOF seen): close now if
     /// the peer is done sending, otherwise half-close and linger.
     fn finish_close(self: &Rc<Self>, lp: &EventLoop) {
-        if self.has(EOF) || self.has(LINGER) {
+        if self.flags.get() & (EOF | LINGER) != 0 {
             self.close_now(lp, 0);
             return;
         }
-        if socket::shutdown_write(self.fd()).is_err() {
+        if !self.has(SHUT_DONE) && socket::shutdown_write(self.fd()).is_err() {
             self.close_now(lp, 0);
             return;
         }
-        self.set(LINGER);
+        self.set(LINGER | SHUT_DONE);
+        self.stop_timer(lp);
         let weak = Rc::downgrade(self);
         let id = lp.timer_start(
             LINGER_MS,
             0,
             Rc::new(move |lp: &EventLoop, _| {
                 if let Some(c) = weak.upgrade() {
-                    c.linger_timer.set(0);
+                    c.timer.set(0);
                     c.abort(lp, 0);
                 }
             }),
         );
-        self.linger_timer.set(id);
+        self.timer.set(id);
         self.update_mask(lp);
     }
 
@@ -380,7 +535,7 @@ impl Conn {
     /// is queued (an idle peer has sent nothing we have not read), else a reset.
     /// `on_close(0)` or `on_close(-ETIMEDOUT)`.
     pub fn close_idle(self: &Rc<Self>, lp: &EventLoop) {
-        if self.queued() == 0 && !self.has(FAILED) {
+        if self.queued() == 0 && self.flags.get() & (FAILED | CONNECTING) == 0 {
             self.close_now(lp, 0);
         } else {
             self.abort(lp, -libc::ETIMEDOUT);
@@ -396,15 +551,63 @@ impl Conn {
         self.close_now(lp, error);
     }
 
+    /// Closes the connection after `ms` milliseconds without a successful read
+    /// or write (or, while connecting, `ms` after this call): `on_close(-ETIMEDOUT)`.
+    /// 0 turns it off. One timer per period, not one per read.
+    pub fn set_timeout(self: &Rc<Self>, lp: &EventLoop, ms: u32) -> Result<()> {
+        if self.is_closing() {
+            return Err(Errno(libc::EPIPE));
+        }
+        self.timeout_ms.set(ms);
+        if self.has(LINGER) {
+            return Ok(());
+        }
+        self.stop_timer(lp);
+        if self.has(CONNECTING) {
+            self.touch();
+        }
+        if ms > 0 {
+            self.arm_timeout(lp, u64::from(ms));
+        }
+        Ok(())
+    }
+
+    fn stop_timer(&self, lp: &EventLoop) {
+        let t = self.timer.replace(0);
+        if t != 0 {
+            let _ = lp.timer_stop(t);
+        }
+    }
+
+    fn arm_timeout(self: &Rc<Self>, lp: &EventLoop, after: u64) {
+        let weak = Rc::downgrade(self);
+        let id = lp.timer_start(
+            after,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                let Some(c) = weak.upgrade() else { return };
+                c.timer.set(0);
+                let limit = u64::from(c.timeout_ms.get());
+                if limit == 0 || c.is_closed() || c.has(LINGER) {
+                    return;
+                }
+                let idle = now_ms().saturating_sub(c.last_active_ms());
+                if idle >= limit {
+                    c.abort(lp, -libc::ETIMEDOUT);
+                } else {
+                    c.arm_timeout(lp, limit - idle);
+                }
+            }),
+        );
+        self.timer.set(id);
+    }
+
     fn close_now(self: &Rc<Self>, lp: &EventLoop, error: i32) {
         if self.has(CLOSED) {
             return;
         }
         self.set(CLOSED);
-        let t = self.linger_timer.replace(0);
-        if t != 0 {
-            let _ = lp.timer_stop(t);
-        }
+        self.stop_timer(lp);
         let _ = lp.unregister(self.fd());
         *self.queue.borrow_mut() = WriteQueue::default();
         self.handler.on_close(lp, self, error);
@@ -412,8 +615,40 @@ impl Conn {
         // registration held one; it is dropped once this dispatch returns).
     }
 
+    fn connected(self: &Rc<Self>, lp: &EventLoop, events: u32) {
+        let err = match socket::take_error(self.fd()) {
+            Ok(None) if events & (libc::EPOLLERR as u32 | HUP) == 0 => None,
+            Ok(None) => Some(Errno(libc::ECONNREFUSED)),
+            Ok(Some(e)) | Err(e) => Some(e),
+        };
+        if let Some(e) = err {
+            self.close_now(lp, -e.0);
+            return;
+        }
+        self.clear(CONNECTING);
+        self.touch();
+        self.handler.on_open(lp, self);
+        if self.is_closed() {
+            return;
+        }
+        if self.queued() == 0 && self.has(SHUT_PENDING) {
+            self.do_shutdown(lp);
+        }
+    }
+
     fn on_event(self: &Rc<Self>, lp: &EventLoop, events: u32) {
         if self.has(CLOSED) {
+            return;
+        }
+        if self.has(CONNECTING) {
+            self.connected(lp, events);
+            if self.has(CLOSED) {
+                return;
+            }
+            if self.queued() > 0 {
+                self.flush(lp);
+            }
+            self.update_mask(lp);
             return;
         }
         if self.has(FAILED) {
@@ -437,6 +672,9 @@ impl Conn {
         if events & (IN | RDHUP | HUP) != 0 {
             if self.wants_read() {
                 self.read(lp);
+                if self.has(CLOSED) {
+                    return;
+                }
             } else if events & HUP != 0 {
                 // Both directions are gone and we are not reading: nothing more can be sent.
                 self.close_now(
@@ -453,6 +691,21 @@ impl Conn {
         self.update_mask(lp);
     }
 
+    fn peer_eof(self: &Rc<Self>, lp: &EventLoop) {
+        self.set(EOF);
+        if self.has(LINGER) {
+            self.close_now(lp, 0);
+        } else if self.has(HALF_OPEN) && !self.has(CLOSING) {
+            self.handler.on_eof(lp, self);
+            if !self.is_closed() && self.has(SHUT_DONE) {
+                self.close_now(lp, 0);
+            }
+        } else if self.queued() == 0 && !self.has(SHUT_PENDING) {
+            self.close_now(lp, 0);
+        }
+        // Otherwise the flush closes it once the queue is empty.
+    }
+
     fn read(self: &Rc<Self>, lp: &EventLoop) {
         let mut buf = self.ctx.read_buf.take();
         if buf.len() < READ_BUFFER {
@@ -464,19 +717,15 @@ impl Conn {
             }
             match socket::recv(self.fd(), &mut buf) {
                 Ok(0) => {
-                    self.set(EOF);
-                    if self.queued() == 0 {
-                        self.close_now(lp, 0);
-                    }
+                    self.peer_eof(lp);
                     break;
                 }
-                Ok(n) if self.has(LINGER) => {
+                Ok(_) if self.has(LINGER) => {
                     // Closing: the application asked for no more data.
-                    let _ = n;
                 }
                 Ok(n) => {
                     TcpStats::add(&self.ctx.stats.bytes_in, n as u64);
-                    self.last_active_ms.set(now_ms());
+                    self.touch();
                     self.handler.on_data(lp, self, &buf[..n]);
                     if n < buf.len() {
                         break;
@@ -518,12 +767,20 @@ impl Conn {
         }
         if sent_total > 0 {
             TcpStats::add(&self.ctx.stats.bytes_out, sent_total);
-            self.last_active_ms.set(now_ms());
+            self.touch();
         }
         let queued = self.queued();
-        if queued == 0 && self.flags.get() & (EOF | CLOSING) != 0 {
-            self.finish_close(lp);
-            return;
+        if queued == 0 {
+            if self.has(CLOSING) || (self.has(EOF) && !self.has(HALF_OPEN)) {
+                self.finish_close(lp);
+                return;
+            }
+            if self.has(SHUT_PENDING) {
+                self.do_shutdown(lp);
+                if self.is_closed() {
+                    return;
+                }
+            }
         }
         if self.has(WANT_DRAIN) && queued <= self.low_water.get() as usize {
             self.clear(WANT_DRAIN);
@@ -713,7 +970,17 @@ mod tests {
         let lp = EventLoop::new().unwrap();
         let rec = Rc::new(Record::default());
         let ctx = TcpContext::new(Default::default());
-        let conn = Conn::open(&lp, fd, ctx, rec.clone(), max_queue, low).unwrap();
+        let conn = Conn::open(
+            &lp,
+            fd,
+            ctx,
+            rec.clone(),
+            Limits {
+                max_queue,
+                low_water: low,
+            },
+        )
+        .unwrap();
         (lp, conn, rec, client)
     }
 

@@ -3,6 +3,7 @@
 use super::guard::{Object, ObjectHeader, boundary, with_object, write_out};
 use crate::event_loop::{self as core, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
 use crate::sys::{self, Errno};
+use crate::tcp::TcpContext;
 use std::ffi::{c_int, c_void};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
@@ -43,6 +44,8 @@ pub struct epoll_loop {
     header: ObjectHeader,
     remote: Arc<Remote>,
     core: EventLoop,
+    /// The read buffer and counters shared by this loop's C connections.
+    tcp: std::cell::OnceCell<Rc<TcpContext>>,
 }
 
 impl Object for epoll_loop {
@@ -59,12 +62,20 @@ impl epoll_loop {
             header: ObjectHeader::new(Self::MAGIC),
             remote,
             core,
+            tcp: std::cell::OnceCell::new(),
         }))
     }
 
     /// The Rust loop behind a handle (for layers built on the C object).
     pub(crate) fn core(&self) -> &EventLoop {
         &self.core
+    }
+
+    /// The stream layer's shared context for this loop (made on first use).
+    pub(crate) fn tcp_context(&self) -> Rc<TcpContext> {
+        self.tcp
+            .get_or_init(|| TcpContext::new(Default::default()))
+            .clone()
     }
 }
 
@@ -500,4 +511,134 @@ pub mod testing {
         // SAFETY: per the contract, `lp` is a live loop.
         unsafe { (*lp).header.arm_panic() }
     }
+}
+
+/// Called on the loop thread when a watched signal arrives (`signo`).
+pub type epoll_loop_signal_cb =
+    Option<unsafe extern "C" fn(r#loop: *mut epoll_loop, signo: c_int, user_data: *mut c_void)>;
+
+/// A function posted with `epoll_loop_post`, run once on the loop thread.
+pub type epoll_loop_post_cb =
+    Option<unsafe extern "C" fn(r#loop: *mut epoll_loop, user_data: *mut c_void)>;
+
+/// Blocks `signo` in the calling thread, so that it can be received through
+/// `epoll_loop_signal_start` instead of its default action.
+///
+/// The blocking rule: a signal watched by a loop must be blocked in every thread
+/// of the process, or the kernel may deliver it to a thread that has it
+/// unblocked (running its handler or default action, e.g. terminating). Call this
+/// in the main thread before starting other threads (they inherit the mask).
+/// Returns: 0.
+/// Errors: `-EINVAL` (not a valid signal number).
+/// Ownership: nothing.
+/// Thread safety: affects only the calling thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn epoll_loop_signal_block(signo: c_int) -> c_int {
+    boundary(|| super::guard::code(sys::signal::block(signo).map(|()| 0)))
+}
+
+/// Calls `cb(loop, signo, user_data)` on the loop thread each time `signo`
+/// arrives (through a signalfd; several signals share one per loop). A watched
+/// signal keeps `epoll_loop_run` running, like a registered fd.
+///
+/// Only one loop in the process should watch a given signal: each arrival is
+/// read by one of them.
+/// Returns: 0.
+/// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
+/// `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
+/// with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
+/// loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// Ownership: the caller keeps owning `user_data`.
+/// Thread safety: loop thread; allowed inside callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_loop_signal_start(
+    r#loop: *mut epoll_loop,
+    signo: c_int,
+    cb: epoll_loop_signal_cb,
+    user_data: *mut c_void,
+) -> c_int {
+    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
+    unsafe {
+        with_object(r#loop, |h| {
+            let f = cb.ok_or(Errno::EINVAL)?;
+            let lp = r#loop;
+            h.core
+                .signal_start(
+                    signo,
+                    Rc::new(move |_: &EventLoop, s: i32| {
+                        // SAFETY: the caller's callback with its own loop and user data.
+                        f(lp, s, user_data)
+                    }),
+                )
+                .map(|()| 0)
+        })
+    }
+}
+
+/// Stops watching `signo` on this loop (the signal stays blocked).
+/// Returns: 0.
+/// Errors: `-EINVAL` (`loop` NULL or freed), `-ENOENT` (not watched here),
+/// `-ENOTRECOVERABLE`.
+/// Ownership: the loop drops `user_data` without calling anything.
+/// Thread safety: loop thread; allowed inside callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_loop_signal_stop(r#loop: *mut epoll_loop, signo: c_int) -> c_int {
+    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
+    unsafe { with_object(r#loop, |h| h.core.signal_stop(signo).map(|()| 0)) }
+}
+
+/// The loop pointer and user data of a post, carried to the loop thread.
+struct PostArgs {
+    f: unsafe extern "C" fn(r#loop: *mut epoll_loop, user_data: *mut c_void),
+    lp: *mut epoll_loop,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the pointers are only used on the loop thread, where the function runs;
+// `epoll_loop_post` documents that user_data is handed to that thread.
+unsafe impl Send for PostArgs {}
+
+impl PostArgs {
+    fn call(self) {
+        // SAFETY: the caller's callback, run on the loop thread with its loop
+        // (alive: posts run only inside its _poll) and its own user data.
+        unsafe { (self.f)(self.lp, self.user_data) }
+    }
+}
+
+/// Runs `cb(loop, user_data)` once on the loop thread, in the loop's next
+/// iteration, waking it if it is blocked. Functions posted from one thread run
+/// in posting order; each run counts as a callback.
+/// Returns: 0.
+/// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
+/// is being freed: posts still queued when it is freed are dropped unrun).
+/// Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
+/// Thread safety: safe from any thread (takes a mutex: not async-signal-safe), as
+/// long as the loop is not freed concurrently.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_loop_post(
+    r#loop: *mut epoll_loop,
+    cb: epoll_loop_post_cb,
+    user_data: *mut c_void,
+) -> c_int {
+    // SAFETY: NULL or a live loop, per the contract.
+    let remote = match unsafe { remote_of(r#loop) } {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    boundary(|| {
+        let Some(f) = cb else {
+            return -libc::EINVAL;
+        };
+        let args = PostArgs {
+            f,
+            lp: r#loop,
+            user_data,
+        };
+        super::guard::code(
+            remote
+                .post(Box::new(move |_: &EventLoop| args.call()))
+                .map(|()| 0),
+        )
+    })
 }

@@ -15,9 +15,11 @@ pub mod echo;
 pub mod error;
 pub mod event_loop;
 pub(crate) mod guard;
+pub mod tcp;
 pub mod version;
 
 pub use echo::*;
 pub use error::*;
 pub use event_loop::*;
+pub use tcp::*;
 pub use version::*;

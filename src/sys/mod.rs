@@ -8,6 +8,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod signal;
 pub mod socket;
 
 use std::fmt;

@@ -119,6 +119,38 @@ pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<O
     Ok(fd)
 }
 
+/// A non-blocking, close-on-exec TCP socket with a connect to `addr` started.
+/// `EINPROGRESS` is success here: completion is signalled by `EPOLLOUT`, and
+/// `SO_ERROR` then tells the outcome.
+pub fn tcp_connect(addr: &SocketAddr) -> Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall with valid constants.
+    let raw = cvt(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: socket() returned a new descriptor we alone own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let (ss, len) = to_raw(addr);
+    loop {
+        // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
+        match cvt(unsafe { libc::connect(raw, (&ss as *const libc::sockaddr_storage).cast(), len) })
+        {
+            Ok(_) => return Ok(fd),
+            Err(Errno::EINTR) => continue,
+            Err(e) if e.0 == libc::EINPROGRESS => return Ok(fd),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`; the peer address is not fetched.
 pub fn accept(listener: &OwnedFd) -> Result<OwnedFd> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
