@@ -834,3 +834,104 @@ mod tests {
         assert_eq!(ET, 1 << 31);
     }
 }
+
+#[cfg(test)]
+mod post_and_signal_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn posts_from_threads_run_on_the_loop_in_order() {
+        let lp = EventLoop::new().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let me = std::thread::current().id();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let remote = lp.remote().clone();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        let seen = seen.clone();
+                        remote
+                            .post(Box::new(move |_: &EventLoop| {
+                                assert_eq!(std::thread::current().id(), me);
+                                seen.lock().unwrap().push((t, i));
+                            }))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut ran = 0;
+        while ran < 4000 {
+            ran += lp.poll(1000).unwrap();
+        }
+        assert_eq!(ran, 4000);
+        let seen = seen.lock().unwrap();
+        for t in 0..4 {
+            let mine: Vec<i32> = seen.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
+            assert_eq!(
+                mine,
+                (0..1000).collect::<Vec<_>>(),
+                "thread {t} out of order"
+            );
+        }
+    }
+
+    #[test]
+    fn posts_after_free_are_refused_and_pending_ones_dropped() {
+        let lp = EventLoop::new().unwrap();
+        let remote = lp.remote().clone();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r2 = ran.clone();
+        remote
+            .post(Box::new(move |_: &EventLoop| {
+                drop(r2.fetch_add(1, Ordering::SeqCst))
+            }))
+            .unwrap();
+        drop(lp);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            remote.post(Box::new(|_: &EventLoop| {})).err(),
+            Some(Errno(libc::ESHUTDOWN))
+        );
+    }
+
+    #[test]
+    fn signals_reach_the_loop_through_signalfd() {
+        // Thread-directed, and blocked in this thread only: safe beside other tests.
+        signal::block(libc::SIGUSR2).unwrap();
+        let lp = EventLoop::new().unwrap();
+        let got = Rc::new(Cell::new(0));
+        let g = got.clone();
+        assert_eq!(
+            lp.signal_start(libc::SIGKILL, Rc::new(|_: &EventLoop, _| {})),
+            Err(Errno::EINVAL)
+        );
+        lp.signal_start(
+            libc::SIGUSR2,
+            Rc::new(move |_: &EventLoop, s| g.set(g.get() + s)),
+        )
+        .unwrap();
+        assert_eq!(
+            lp.signal_start(libc::SIGUSR2, Rc::new(|_: &EventLoop, _| {})),
+            Err(Errno::EEXIST)
+        );
+        // SAFETY: sends SIGUSR2 to this very thread, where it is blocked.
+        assert_eq!(
+            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) },
+            0
+        );
+        let deadline = sys::monotonic_ns() + 5_000_000_000;
+        while got.get() == 0 && sys::monotonic_ns() < deadline {
+            lp.poll(100).unwrap();
+        }
+        assert_eq!(got.get(), libc::SIGUSR2);
+        lp.signal_stop(libc::SIGUSR2).unwrap();
+        assert_eq!(lp.signal_stop(libc::SIGUSR2), Err(Errno::ENOENT));
+        assert!(lp.is_idle(), "the signalfd is gone with the last signal");
+    }
+}
