@@ -889,7 +889,7 @@ mod post_and_signal_tests {
         let r2 = ran.clone();
         remote
             .post(Box::new(move |_: &EventLoop| {
-                drop(r2.fetch_add(1, Ordering::SeqCst))
+                r2.fetch_add(1, Ordering::SeqCst);
             }))
             .unwrap();
         drop(lp);
