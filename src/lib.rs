@@ -27,3 +27,6 @@ pub mod tcp;
 pub(crate) mod timers;
 /// cbindgen:ignore
 pub(crate) mod trace;
+
+#[cfg(test)]
+mod fault_tests;

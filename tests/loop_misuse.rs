@@ -419,6 +419,36 @@ fn register_twice_is_eexist() {
     write1(&w);
     assert_eq!(lp.poll(1000), 1);
     assert_eq!((first.count.get(), second.count.get()), (1, 0));
+
+    // Still registered as far as the loop knows, even after the fd was closed and
+    // its number reused by a file the kernel set has never seen: the caller must
+    // unregister first (which succeeds and frees the slot), then register again.
+    let num = private_fd(3);
+    assert!(!fd_is_open(num));
+    // SAFETY: `num` is free and private to this test, so dup3 closes nothing.
+    let got = unsafe { libc::dup3(r.as_raw_fd(), num, libc::O_CLOEXEC) };
+    assert_eq!(got, num);
+    // SAFETY: dup3 created `num`; only we own it.
+    let old = unsafe { OwnedFd::from_raw_fd(num) };
+    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &first), 0);
+    drop(old);
+    let (r2, w2) = pipe();
+    // SAFETY: `num` is free again and private to this test.
+    let got = unsafe { libc::dup3(r2.as_raw_fd(), num, libc::O_CLOEXEC) };
+    assert_eq!(got, num);
+    // SAFETY: dup3 created `num`; only we own it.
+    let reused = unsafe { OwnedFd::from_raw_fd(num) };
+    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &second), -libc::EEXIST);
+    assert_eq!(lp.stats().registered, 2);
+    assert_eq!(lp.unregister(num), 0);
+    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &second), 0);
+    assert_eq!(lp.stats().registered, 2);
+    write1(&w2);
+    drop(r2);
+    assert_eq!(lp.poll(1000), 2, "the first pipe (unread) and the new one");
+    assert_eq!((first.count.get(), second.count.get()), (2, 1));
+    assert_eq!(lp.unregister(num), 0);
+    drop(reused);
 }
 
 #[test]
@@ -456,14 +486,20 @@ fn modify_or_unregister_unknown_fd_is_enoent() {
 
 #[test]
 fn poll_timeout_below_minus_one_is_einval() {
+    let bound = Hits::default();
     let lp = Loop::new();
+    // Bounds the test if a bad timeout were taken for "wait forever": this timer
+    // would end that wait (and the assertions below would fail).
+    let id = lp.timer_start(1000, &bound);
     for t in [-2, -1000, c_int::MIN] {
         let t0 = std::time::Instant::now();
         assert_eq!(lp.poll(t), -libc::EINVAL, "poll({t})");
         assert!(t0.elapsed() < std::time::Duration::from_millis(200));
     }
     assert_eq!(lp.stats().iterations, 0, "refused before waiting");
+    assert_eq!(bound.count.get(), 0);
     assert_eq!(lp.poll(0), 0, "the loop still works");
+    assert_eq!(lp.timer_stop(id), 0);
 }
 
 #[test]

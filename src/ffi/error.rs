@@ -61,7 +61,7 @@ fn message(errno: c_int) -> &'static CStr {
 /// Thread safety: safe from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn epoll_loop_strerror(code: c_int) -> *const c_char {
-    boundary(|| message(code.checked_abs().unwrap_or(0)).as_ptr())
+    boundary(|| message(code.checked_abs().unwrap_or(-1)).as_ptr())
 }
 
 #[cfg(test)]
@@ -83,6 +83,6 @@ mod tests {
         assert!(msg(libc::EBADF).contains("EBADF"));
         assert!(msg(-libc::ENOTRECOVERABLE).contains("ENOTRECOVERABLE"));
         assert_eq!(msg(-99999), "unknown error");
-        assert_eq!(msg(c_int::MIN), "success".replace("success", &msg(0)));
+        assert_eq!(msg(c_int::MIN), "unknown error");
     }
 }

@@ -304,7 +304,9 @@ pub unsafe extern "C" fn epoll_loop_unregister(r#loop: *mut epoll_loop, fd: c_in
 ///
 /// Waits up to `timeout_ms` milliseconds (-1 forever, 0 not at all), less if a
 /// timer is due sooner; `EINTR` is retried with the remaining time. Then runs the
-/// callback of each ready fd, then each due timer.
+/// callback of each ready fd, then each due timer. If a signal interrupts the
+/// wait while a stop is pending (e.g. `epoll_loop_stop` from a signal handler),
+/// it returns 0 at once instead of waiting out the rest.
 /// Returns: the number of callbacks run (fd and timer alike); 0 on timeout or
 /// after `epoll_loop_wake`.
 /// Errors: `-EINVAL` (`loop` NULL or freed, `timeout_ms < -1`), `-EBUSY` (called

@@ -1,10 +1,12 @@
 //! `eventfd(2)`: the cross-thread waker.
 
+use super::fault::{self, Op};
 use super::{Errno, Result, cvt};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A non-blocking, close-on-exec eventfd with counter 0.
 pub fn create() -> Result<OwnedFd> {
+    fault::before(Op::EventfdCreate, 0)?;
     // SAFETY: plain syscall with valid flags.
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
     // SAFETY: eventfd returned a new descriptor that we alone own.
@@ -16,9 +18,11 @@ pub fn create() -> Result<OwnedFd> {
 pub fn signal(fd: &OwnedFd) -> Result<()> {
     let one: u64 = 1;
     loop {
-        // SAFETY: writes 8 bytes from a valid u64 on the stack.
-        let r = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        match cvt(r) {
+        let r = fault::before(Op::EventfdWrite, 8).and_then(|_| {
+            // SAFETY: writes 8 bytes from a valid u64 on the stack.
+            cvt(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) })
+        });
+        match r {
             Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(()),
@@ -31,9 +35,11 @@ pub fn signal(fd: &OwnedFd) -> Result<()> {
 pub fn drain(fd: &OwnedFd) -> Result<()> {
     let mut v: u64 = 0;
     loop {
-        // SAFETY: reads 8 bytes into a valid u64 on the stack.
-        let r = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        match cvt(r) {
+        let r = fault::before(Op::EventfdRead, 8).and_then(|_| {
+            // SAFETY: reads 8 bytes into a valid u64 on the stack.
+            cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) })
+        });
+        match r {
             Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(()),

@@ -8,6 +8,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fault;
 pub mod signal;
 pub mod socket;
 

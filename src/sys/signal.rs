@@ -1,5 +1,6 @@
 //! `signalfd(2)` and thread signal masks.
 
+use super::fault::{self, Op};
 use super::{Errno, Result, cvt};
 use std::mem::{MaybeUninit, size_of};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -88,9 +89,11 @@ pub fn signalfd_read(fd: &OwnedFd) -> Result<Option<i32>> {
     let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
     loop {
         let n = size_of::<libc::signalfd_siginfo>();
-        // SAFETY: `info` is writable for exactly one signalfd_siginfo.
-        let r = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), n) };
-        match cvt(r) {
+        let r = fault::before(Op::SignalfdRead, n).and_then(|_| {
+            // SAFETY: `info` is writable for exactly one signalfd_siginfo.
+            cvt(unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), n) })
+        });
+        match r {
             // SAFETY: the kernel filled a whole siginfo (reads are all-or-nothing).
             Ok(got) if got as usize == n => {
                 return Ok(Some(unsafe { info.assume_init() }.ssi_signo as i32));

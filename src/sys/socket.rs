@@ -1,6 +1,7 @@
 //! TCP socket calls: listen, accept, recv, send (always `MSG_NOSIGNAL`), shutdown,
 //! addresses, `SO_LINGER`, `SO_ERROR`, and the reserve descriptor for `EMFILE`.
 
+use super::fault::{self, Op};
 use super::{Errno, Result, cvt};
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -92,6 +93,7 @@ pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<O
     } else {
         libc::AF_INET6
     };
+    fault::before(Op::Socket, 0)?;
     // SAFETY: plain syscall with valid constants.
     let raw = cvt(unsafe {
         libc::socket(
@@ -128,6 +130,7 @@ pub fn tcp_connect(addr: &SocketAddr) -> Result<OwnedFd> {
     } else {
         libc::AF_INET6
     };
+    fault::before(Op::Socket, 0)?;
     // SAFETY: plain syscall with valid constants.
     let raw = cvt(unsafe {
         libc::socket(
@@ -140,9 +143,11 @@ pub fn tcp_connect(addr: &SocketAddr) -> Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let (ss, len) = to_raw(addr);
     loop {
-        // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
-        match cvt(unsafe { libc::connect(raw, (&ss as *const libc::sockaddr_storage).cast(), len) })
-        {
+        let r = fault::before(Op::Connect, 0).and_then(|_| {
+            // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
+            cvt(unsafe { libc::connect(raw, (&ss as *const libc::sockaddr_storage).cast(), len) })
+        });
+        match r {
             Ok(_) => return Ok(fd),
             Err(Errno::EINTR) => continue,
             Err(e) if e.0 == libc::EINPROGRESS => return Ok(fd),
@@ -154,6 +159,7 @@ pub fn tcp_connect(addr: &SocketAddr) -> Result<OwnedFd> {
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`; the peer address is not fetched.
 pub fn accept(listener: &OwnedFd) -> Result<OwnedFd> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    fault::before(Op::Accept, 0)?;
     // SAFETY: NULL address pointers are allowed by accept4.
     let raw = cvt(unsafe {
         libc::accept4(
@@ -169,19 +175,21 @@ pub fn accept(listener: &OwnedFd) -> Result<OwnedFd> {
 
 /// `recv(2)` into `buf`; 0 means the peer shut down its writing half.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-    let n = cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })?;
+    let len = fault::before(Op::Recv, buf.len())?;
+    // SAFETY: `buf` is valid for `len <= buf.len()` writable bytes.
+    let n = cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, 0) })?;
     Ok(n as usize)
 }
 
 /// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, never `SIGPIPE`).
 pub fn send(fd: RawFd, buf: &[u8]) -> Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` readable bytes.
+    let len = fault::before(Op::Send, buf.len())?;
+    // SAFETY: `buf` is valid for `len <= buf.len()` readable bytes.
     let n = cvt(unsafe {
         libc::send(
             fd,
             buf.as_ptr().cast(),
-            buf.len(),
+            len,
             libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
         )
     })?;
@@ -190,6 +198,7 @@ pub fn send(fd: RawFd, buf: &[u8]) -> Result<usize> {
 
 /// `shutdown(SHUT_WR)`: sends FIN after what is queued in the kernel.
 pub fn shutdown_write(fd: RawFd) -> Result<()> {
+    fault::before(Op::Shutdown, 0)?;
     // SAFETY: plain syscall.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
     Ok(())
@@ -265,6 +274,7 @@ pub fn peer_addr(fd: RawFd) -> Result<SocketAddr> {
 
 /// Opens `/dev/null` read-only: the spare descriptor kept for `EMFILE` handling.
 pub fn open_reserve() -> Result<OwnedFd> {
+    fault::before(Op::OpenReserve, 0)?;
     // SAFETY: the path is a valid NUL-terminated string.
     let raw = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
     // SAFETY: open returned a new descriptor we alone own.
