@@ -20,11 +20,14 @@ CARGO        ?= cargo
 CARGO_FLAGS  ?=
 CC           ?= cc
 CFLAGS       ?= -O2
+CXX          ?= g++
+CXXFLAGS     ?= -O2
 CPPFLAGS     ?=
 LDFLAGS      ?=
 LDLIBS       ?= -lpthread
 INSTALL      ?= install
 RUN_ARGS     ?=
+DOXYGEN      ?= doxygen
 
 # The crate's version, from the [package] table of Cargo.toml.
 VERSION := $(shell sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
@@ -33,13 +36,13 @@ VERSION := $(shell sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p
 TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 BUILD_DIR    := $(TARGET_DIR)/release
 EXAMPLES_DIR := $(TARGET_DIR)/c-examples
+DOC_DIR      ?= $(TARGET_DIR)/doc-c
 
 LIB_NAME     := libepoll_loop
 SONAME       := $(LIB_NAME).so.0
 SHARED_LIB   := $(BUILD_DIR)/$(LIB_NAME).so
 STATIC_LIB   := $(BUILD_DIR)/$(LIB_NAME).a
 HEADER       := include/epoll_loop.h
-PC_FILE      := $(BUILD_DIR)/epoll_loop.pc
 
 # What a static link needs besides the archive (`rustc --print native-static-libs`);
 # keep in step with STATIC_LIBS in tests/common/mod.rs.
@@ -51,8 +54,9 @@ PC_EXEC_PREFIX := $(if $(filter $(PREFIX),$(EXEC_PREFIX)),$${prefix},$(patsubst 
 PC_LIBDIR      := $(patsubst $(EXEC_PREFIX)/%,$${exec_prefix}/%,$(LIBDIR))
 PC_INCLUDEDIR  := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
 
-# Flags every C demo is held to (CFLAGS adds to them).
+# Flags every C demo is held to (CFLAGS adds to them), and the C++ example.
 C_WARN       := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wpedantic -Werror
+CXX_WARN     := -std=c++17 -Wall -Wextra -Wpedantic -Werror
 
 EXAMPLE_SRCS := $(sort $(wildcard c-examples/*.c))
 EXAMPLE_BINS := $(patsubst c-examples/%.c,$(EXAMPLES_DIR)/%,$(EXAMPLE_SRCS))
@@ -60,7 +64,8 @@ EXAMPLE_BINS := $(patsubst c-examples/%.c,$(EXAMPLES_DIR)/%,$(EXAMPLE_SRCS))
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 
-.PHONY: all examples run test check install uninstall clean help header lint FORCE
+.PHONY: all examples run test check install uninstall clean help header lint docs \
+        abi abi-symbols abi-layout FORCE
 
 # ---------------------------------------------------------------- build
 
@@ -73,11 +78,16 @@ all: $(SHARED_LIB)
 $(SHARED_LIB) $(STATIC_LIB) &: FORCE
 	$(CARGO) build --release $(CARGO_FLAGS)
 
-## examples: compile every c-examples/*.c into target/c-examples/<name>
-examples: all $(EXAMPLE_BINS)
+## examples: compile every c-examples/*.c into target/c-examples/<name>, and c-examples/cpp/example.cpp
+examples: all $(EXAMPLE_BINS) $(EXAMPLES_DIR)/cpp_example
 
 $(EXAMPLES_DIR)/%: c-examples/%.c $(HEADER) $(SHARED_LIB) | $(EXAMPLES_DIR)
 	$(CC) $(C_WARN) $(CPPFLAGS) $(CFLAGS) -Iinclude -o $@ $< \
+	    $(LDFLAGS) -L$(BUILD_DIR) -Wl,-rpath,$(abspath $(BUILD_DIR)) -lepoll_loop $(LDLIBS)
+
+# The C++ wrapper's example (tests/cpp.rs builds and runs it under ASan too).
+$(EXAMPLES_DIR)/cpp_example: c-examples/cpp/example.cpp c-examples/cpp/epoll_loop.hpp $(HEADER) $(SHARED_LIB) | $(EXAMPLES_DIR)
+	$(CXX) $(CXX_WARN) $(CPPFLAGS) $(CXXFLAGS) -Iinclude -Ic-examples/cpp -o $@ $< \
 	    $(LDFLAGS) -L$(BUILD_DIR) -Wl,-rpath,$(abspath $(BUILD_DIR)) -lepoll_loop $(LDLIBS)
 
 $(EXAMPLES_DIR):
@@ -101,17 +111,63 @@ test:
 ## check: same as test
 check: test
 
+## abi: rewrite docs/abi/symbols.txt and docs/abi/layout.txt after a deliberate ABI change
+abi: abi-symbols abi-layout
+
+## abi-symbols: rewrite docs/abi/symbols.txt from the library's exports (nm -D)
+abi-symbols:
+	EPOLL_LOOP_ABI_UPDATE=1 $(CARGO) test $(CARGO_FLAGS) --test c_abi -- exported_symbols_match_docs_abi_symbols_txt
+
+## abi-layout: rewrite docs/abi/layout.txt from the header's structs as C sees them
+abi-layout:
+	EPOLL_LOOP_ABI_UPDATE=1 $(CARGO) test $(CARGO_FLAGS) --test c_abi -- struct_layouts_agree_between_c_rust_and_docs_abi_layout_txt
+
 ## lint: rustfmt check and clippy with warnings as errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets $(CARGO_FLAGS) -- -D warnings
+
+# ---------------------------------------------------------------- fuzzing
+
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS := api_sequence echo
+
+.PHONY: fuzz
+
+## fuzz: run each cargo-fuzz target (fuzz/) for FUZZ_SECS seconds (default 60); new inputs go to fuzz/work/
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p fuzz/work/$$t && echo "fuzzing $$t for $(FUZZ_SECS) s" && \
+	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t fuzz/work/$$t fuzz/corpus/$$t -- \
+	        -max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
+	done
+
+# ---------------------------------------------------------------- benchmarks
+
+.PHONY: bench bench-smoke
+
+## bench: benchmark the echo server against C epoll, libuv, libevent, poll() (minutes; bench/results/)
+bench:
+	python3 bench/run.py
+
+## bench-smoke: a few seconds: every benchmark server echoes correctly, the loadgen reports numbers
+bench-smoke:
+	python3 bench/run.py --smoke
 
 # ---------------------------------------------------------------- install
 
 ## install: install header, libraries and epoll_loop.pc under PREFIX (and DESTDIR)
 install: all
 	@test -n "$(VERSION)" || { echo "cannot read the version from Cargo.toml" >&2; exit 1; }
-	@echo "generating $(PC_FILE)"
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/epoll_loop.h
+	$(INSTALL) -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so.$(VERSION)
+	ln -sfn $(LIB_NAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so
+	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).a
+	@# Written straight into place: two installs with different PREFIXes may run at once.
+	@echo "writing $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc"
 	@printf '%s\n' \
 	    'prefix=$(PREFIX)' \
 	    'exec_prefix=$(PC_EXEC_PREFIX)' \
@@ -123,14 +179,8 @@ install: all
 	    'Version: $(VERSION)' \
 	    'Libs: -L$${libdir} -lepoll_loop' \
 	    'Libs.private: $(LIBS_PRIVATE)' \
-	    'Cflags: -I$${includedir}' > $(PC_FILE)
-	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/epoll_loop.h
-	$(INSTALL) -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so.$(VERSION)
-	ln -sfn $(LIB_NAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
-	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so
-	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/$(LIB_NAME).a
-	$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc
+	    'Cflags: -I$${includedir}' > $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc
 
 ## uninstall: remove exactly the files install put (directories are left alone)
 uninstall:
@@ -140,6 +190,40 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_NAME).so
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB_NAME).a
 	rm -f $(DESTDIR)$(PKGCONFIGDIR)/epoll_loop.pc
+
+# ---------------------------------------------------------------- docs
+
+# Doxygen's settings, fed on stdin: the header (every global is documented, but
+# the generated header has no @file block, hence EXTRACT_ALL) with the README
+# as the main page.
+DOXYFILE_LINES := \
+    'PROJECT_NAME = epoll-loop' \
+    'PROJECT_NUMBER = $(VERSION)' \
+    'PROJECT_BRIEF = "A Linux epoll event loop for C, C++ and FFI"' \
+    'INPUT = $(HEADER) README.md' \
+    'USE_MDFILE_AS_MAINPAGE = README.md' \
+    'OUTPUT_DIRECTORY = $(DOC_DIR)' \
+    'OPTIMIZE_OUTPUT_FOR_C = YES' \
+    'JAVADOC_AUTOBRIEF = YES' \
+    'EXTRACT_ALL = YES' \
+    'FULL_PATH_NAMES = NO' \
+    'GENERATE_HTML = YES' \
+    'GENERATE_LATEX = NO' \
+    'HAVE_DOT = NO' \
+    'QUIET = YES' \
+    'WARN_LOGFILE = $(DOC_DIR)/doxygen-warnings.txt'
+
+## docs: render the header's docs to HTML with Doxygen (target/doc-c/html), if installed
+docs:
+	@if ! command -v $(DOXYGEN) >/dev/null 2>&1; then \
+	    echo "make docs: doxygen is not installed ($(DOXYGEN) not found), so no HTML was made;" \
+	        "install it (apt-get install doxygen) and run make docs again." \
+	        "The documentation is in $(HEADER) itself."; \
+	else \
+	    mkdir -p $(DOC_DIR) && \
+	    printf '%s\n' $(DOXYFILE_LINES) | $(DOXYGEN) - && \
+	    echo "make docs: wrote $(DOC_DIR)/html/index.html (warnings: $(DOC_DIR)/doxygen-warnings.txt)"; \
+	fi
 
 # ---------------------------------------------------------------- misc
 
@@ -152,7 +236,7 @@ help:
 	@echo 'epoll-loop $(VERSION): make [TARGET] [VARIABLE=value ...]'
 	@echo
 	@echo 'Targets:'
-	@sed -n 's/^## \([a-z]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 14
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 14
 	@echo
 	@echo 'Variables (current value):'
 	@echo '  PREFIX        $(PREFIX)'
@@ -165,10 +249,14 @@ help:
 	@echo '  CARGO_FLAGS   $(CARGO_FLAGS)  (extra flags for cargo build/test/clippy)'
 	@echo '  CC            $(CC)'
 	@echo '  CFLAGS        $(CFLAGS)  (added to: $(C_WARN))'
+	@echo '  CXX           $(CXX)'
+	@echo '  CXXFLAGS      $(CXXFLAGS)  (added to: $(CXX_WARN))'
 	@echo '  CPPFLAGS      $(CPPFLAGS)'
 	@echo '  LDFLAGS       $(LDFLAGS)'
 	@echo '  LDLIBS        $(LDLIBS)'
 	@echo '  RUN_ARGS      $(RUN_ARGS)  (arguments for make run, e.g. RUN_ARGS="--port 0")'
+	@echo '  DOXYGEN       $(DOXYGEN)  (for make docs)'
+	@echo '  DOC_DIR       $(DOC_DIR)  (where make docs writes html/)'
 	@echo
 	@echo 'Environment: CARGO_TARGET_DIR (default target), EPOLL_LOOP_HEADER=check'
 	@echo '(build without touching include/; CI uses it so header drift fails a test).'

@@ -3,6 +3,15 @@
 //! `tests/c/loop_test.c` passes against the shared library (ASan + UBSan) and the
 //! static one (plain and under valgrind), the shared library exports only our
 //! prefixes and carries the soname, and the committed header is the generated one.
+//!
+//! ABI discipline (README "Versioning"): the exported symbols equal the
+//! committed `docs/abi/symbols.txt`; every `#[repr(C)]` struct's size, alignment
+//! and field offsets as a C compiler sees them in the header equal what Rust
+//! computes and the committed `docs/abi/layout.txt`; the soname's number is the
+//! crate's major version; `docs/CHANGELOG.md` has the current version; every
+//! function, type, field and constant in the header has its doc block.
+//! `make abi` (`EPOLL_LOOP_ABI_UPDATE=1`) rewrites the two committed files after
+//! a deliberate change.
 
 mod common;
 
@@ -443,8 +452,11 @@ fn shared_library_exports_only_prefixed_functions() {
     );
 }
 
+/// The soname is `libepoll_loop.so.<crate major>` (the versioning policy), in
+/// the library and in the Makefile, which installs the links by that name.
 #[test]
 fn shared_library_has_the_soname() {
+    let want = format!("libepoll_loop.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
     let o = run(
         "readelf -d",
         Command::new("readelf").arg("-d").arg(shared_lib()),
@@ -455,9 +467,18 @@ fn shared_library_has_the_soname() {
         .find(|l| l.contains("(SONAME)"))
         .unwrap_or_else(|| panic!("libepoll_loop.so has no SONAME:\n{out}"));
     assert!(
-        soname.contains("[libepoll_loop.so.0]"),
-        "wrong soname: {soname}"
+        soname.contains(&format!("[{want}]")),
+        "wrong soname: {soname}; the versioning policy (README) says {want}: the soname's \
+         number is the crate's major version (set in build.rs)"
     );
+    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("read Makefile");
+    let make_soname = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("SONAME"))
+        .and_then(|l| l.split_once(":="))
+        .map(|(_, v)| v.trim().replace("$(LIB_NAME)", "libepoll_loop"))
+        .expect("SONAME := ... in the Makefile");
+    assert_eq!(make_soname, want, "SONAME in the Makefile");
 }
 
 // ------------------------------------------------------------------ (e) drift, (f) version
@@ -530,6 +551,33 @@ fn header_version_macros_match_the_crate_version() {
         hex,
         "epoll_loop_version()"
     );
+    // SAFETY: epoll_loop_version_string returns a static NUL-terminated string.
+    let s = unsafe { std::ffi::CStr::from_ptr(epoll_loop::ffi::epoll_loop_version_string()) };
+    assert_eq!(
+        s.to_str().unwrap(),
+        env!("CARGO_PKG_VERSION"),
+        "epoll_loop_version_string()"
+    );
+}
+
+/// docs/CHANGELOG.md has an "Unreleased" section and one for the crate's version.
+#[test]
+fn changelog_has_the_current_version() {
+    let path = root().join("docs").join("CHANGELOG.md");
+    let text = std::fs::read_to_string(&path).expect("read docs/CHANGELOG.md");
+    let headings: Vec<&str> = text.lines().filter(|l| l.starts_with("## ")).collect();
+    assert!(
+        headings
+            .first()
+            .is_some_and(|h| h.starts_with("## [Unreleased]")),
+        "docs/CHANGELOG.md must start with an \"## [Unreleased]\" section: {headings:?}"
+    );
+    let version = format!("## [{}]", env!("CARGO_PKG_VERSION"));
+    assert!(
+        headings.iter().any(|h| h.starts_with(&version)),
+        "docs/CHANGELOG.md has no \"{version}\" section (Cargo.toml says {}): {headings:?}",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 // ------------------------------------------------------------------ static link flags
@@ -581,4 +629,506 @@ fn static_link_flags_match_rustc() {
         .map(|(_, v)| v.trim().to_string())
         .expect("LIBS_PRIVATE := ... in the Makefile");
     assert_eq!(private, rustc_libs, "LIBS_PRIVATE in the Makefile");
+}
+
+// ------------------------------------------------------------------ committed ABI files
+
+/// True when `EPOLL_LOOP_ABI_UPDATE=1` (what `make abi` sets): the tests below
+/// rewrite docs/abi/*.txt from the built library instead of comparing.
+fn abi_update() -> bool {
+    std::env::var("EPOLL_LOOP_ABI_UPDATE").as_deref() == Ok("1")
+}
+
+/// The committed lines of docs/abi/`name` (comments and blank lines dropped).
+fn read_abi_file(name: &str) -> Vec<String> {
+    let path = root().join("docs").join("abi").join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e} (run `make abi` to create it)", path.display()))
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_abi_file(name: &str, comment: &str, lines: &[String]) {
+    let path = root().join("docs").join("abi").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut text = String::new();
+    for l in comment.lines() {
+        text.push_str(format!("# {l}").trim_end());
+        text.push('\n');
+    }
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    note(&format!(
+        "wrote {} ({} entries)",
+        path.display(),
+        lines.len()
+    ));
+}
+
+/// Every dynamic symbol the shared library defines, sorted (`nm -D --defined-only`).
+fn all_exported_names(lib: &Path) -> Vec<String> {
+    let (functions, others) = exported_symbols(lib);
+    let mut names: BTreeSet<String> = functions;
+    names.extend(
+        others
+            .iter()
+            .map(|o| o.split(' ').nth(1).unwrap().to_string()),
+    );
+    names.into_iter().collect()
+}
+
+const SYMBOLS_COMMENT: &str = "\
+The dynamic symbols libepoll_loop.so exports (nm -D --defined-only), one per line.
+tests/c_abi.rs fails when the library's list differs. After a deliberate change,
+run `make abi-symbols` to rewrite this file, and record the change in
+docs/CHANGELOG.md: an added symbol is a minor version; a removed (or changed)
+one breaks the ABI and needs a new major version, hence a new soname (README,
+\"Versioning\").";
+
+#[test]
+fn exported_symbols_match_docs_abi_symbols_txt() {
+    let actual = all_exported_names(&shared_lib());
+    if abi_update() {
+        write_abi_file("symbols.txt", SYMBOLS_COMMENT, &actual);
+        return;
+    }
+    let committed = read_abi_file("symbols.txt");
+    let (a, c): (BTreeSet<&String>, BTreeSet<&String>) =
+        (actual.iter().collect(), committed.iter().collect());
+    let added: Vec<&&String> = a.difference(&c).collect();
+    let removed: Vec<&&String> = c.difference(&a).collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "the library's exported symbols differ from docs/abi/symbols.txt:\n  \
+         added (exported, not in the file): {added:?}\n  \
+         removed (in the file, no longer exported): {removed:?}\n\
+         If this is deliberate, run `make abi-symbols` (or `EPOLL_LOOP_ABI_UPDATE=1 cargo \
+         test --test c_abi exported_symbols`) to regenerate docs/abi/symbols.txt, and note \
+         it in docs/CHANGELOG.md (a removal breaks the ABI: new major version and soname)."
+    );
+    assert_eq!(
+        committed, actual,
+        "docs/abi/symbols.txt is not sorted; run `make abi-symbols`"
+    );
+}
+
+// ------------------------------------------------------------------ struct layout
+
+/// The complete structs of the header with their fields, in order.
+fn header_structs(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut structs = Vec::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    let mut decl = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("typedef struct ") {
+            if let Some(name) = rest.strip_suffix(" {") {
+                current = Some((name.to_string(), Vec::new()));
+                continue;
+            }
+        }
+        let Some((name, fields)) = current.as_mut() else {
+            continue;
+        };
+        if line.starts_with('}') {
+            assert_eq!(line, format!("}} {name};"), "unexpected struct end");
+            structs.push(current.take().unwrap());
+            continue;
+        }
+        let t = line.trim();
+        if t.is_empty() || t.starts_with("/*") || t.starts_with('*') {
+            continue;
+        }
+        decl.push_str(t);
+        decl.push(' ');
+        if !t.ends_with(';') {
+            continue; // a declaration continued on the next line
+        }
+        let d = std::mem::take(&mut decl);
+        let field = if let Some(star) = d.find("(*") {
+            // function pointer: `ret (*name)(params);`
+            let close = d[star..].find(')').unwrap() + star;
+            d[star + 2..close].to_string()
+        } else {
+            let end = d.find(['[', ';']).unwrap();
+            ident_before(&d, end)
+        };
+        fields.push(field);
+    }
+    structs
+}
+
+/// One C program that prints each header struct's layout, one line per struct
+/// and per field (the format of docs/abi/layout.txt).
+fn layout_program(structs: &[(String, Vec<String>)]) -> String {
+    let mut s = String::from(
+        "/* Generated by tests/c_abi.rs from include/epoll_loop.h. */\n\
+         #include \"epoll_loop.h\"\n#include <stddef.h>\n#include <stdio.h>\n\n\
+         int main(void)\n{\n",
+    );
+    for (name, fields) in structs {
+        s.push_str(&format!(
+            "    printf(\"{name} size %zu align %zu\\n\", sizeof({name}), _Alignof({name}));\n"
+        ));
+        for f in fields {
+            s.push_str(&format!(
+                "    printf(\"{name}.{f} offset %zu size %zu\\n\", offsetof({name}, {f}), \
+                 sizeof(((const {name} *)NULL)->{f}));\n"
+            ));
+        }
+    }
+    s.push_str("    return 0;\n}\n");
+    s
+}
+
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+/// The layout of one `#[repr(C)]` struct as Rust computes it, in the C program's format.
+macro_rules! rust_layout {
+    ($t:ident { $($f:ident),* $(,)? }) => {{
+        use epoll_loop::ffi::$t;
+        let mut lines = vec![format!(
+            "{} size {} align {}",
+            stringify!($t),
+            std::mem::size_of::<$t>(),
+            std::mem::align_of::<$t>()
+        )];
+        $(
+            lines.push(format!(
+                "{}.{} offset {} size {}",
+                stringify!($t),
+                stringify!($f),
+                std::mem::offset_of!($t, $f),
+                field_size(|s: &$t| &s.$f)
+            ));
+        )*
+        (stringify!($t), lines)
+    }};
+}
+
+/// Every `#[repr(C)]` struct of the C API, every field, in declaration order.
+/// A struct the header has and this table lacks fails the test with the line to add.
+fn rust_layouts() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        rust_layout!(echo_server_config {
+            struct_size,
+            host,
+            port,
+            backlog,
+            threads,
+            max_connections,
+            idle_timeout_ms,
+            max_pending_bytes,
+            log,
+            log_user_data,
+            log_level,
+        }),
+        rust_layout!(echo_server_stats {
+            accepted,
+            active,
+            closed,
+            rejected,
+            bytes_in,
+            bytes_out,
+            idle_timeouts,
+            accept_errors,
+        }),
+        rust_layout!(epoll_loop_conn_callbacks {
+            on_open,
+            on_data,
+            on_drain,
+            on_close,
+        }),
+        rust_layout!(epoll_loop_stats {
+            iterations,
+            events,
+            callbacks,
+            timers_fired,
+            callback_ns,
+            slowest_callback_ns,
+            registered,
+            timers_pending,
+        }),
+    ]
+}
+
+const LAYOUT_COMMENT: &str = "\
+Size, alignment and field offsets (bytes) of every struct in include/epoll_loop.h
+as a C compiler sees them on LP64 Linux (x86_64, aarch64). tests/c_abi.rs checks
+them against the header compiled as C and against Rust's #[repr(C)] structs.
+Changing any line except by appending fields to a struct that carries its own
+struct_size (echo_server_config) breaks the ABI (README, \"Versioning\").
+Regenerate after a deliberate change with `make abi-layout`.";
+
+#[test]
+fn struct_layouts_agree_between_c_rust_and_docs_abi_layout_txt() {
+    let structs = header_structs(&header_text());
+    let names: Vec<&str> = structs.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"echo_server_config") && names.contains(&"epoll_loop_stats"),
+        "the header parser found these structs only: {names:?}"
+    );
+
+    // What C sees.
+    let dir = out_dir("c_abi");
+    let src = Scratch::new(&dir, "layout.c");
+    let exe = Scratch::new(&dir, "layout");
+    std::fs::write(src.path(), layout_program(&structs)).unwrap();
+    run(
+        "compiling the layout program (C11)",
+        Command::new(cc())
+            .args(["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(src.path())
+            .arg("-o")
+            .arg(exe.path()),
+    );
+    let o = run("the layout program", &mut Command::new(exe.path()));
+    let c_lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+
+    // What Rust computes, struct by struct.
+    let rust = rust_layouts();
+    for (name, fields) in &structs {
+        let Some((_, r_lines)) = rust.iter().find(|(n, _)| n == name) else {
+            panic!(
+                "struct {name} is in the header but not in rust_layouts() in tests/c_abi.rs; add\n    \
+                 rust_layout!({name} {{ {} }}),",
+                fields.join(", ")
+            );
+        };
+        let c_struct: Vec<&String> = c_lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}.")))
+            .collect();
+        let r_struct: Vec<&String> = r_lines.iter().collect();
+        assert_eq!(
+            c_struct, r_struct,
+            "{name}: the layout C sees (left) differs from Rust's (right); \
+             a field missing on the right must be added to rust_layouts()"
+        );
+    }
+    for (name, _) in &rust {
+        assert!(
+            names.contains(name),
+            "rust_layouts() lists {name}, which the header does not define"
+        );
+    }
+
+    if abi_update() {
+        write_abi_file("layout.txt", LAYOUT_COMMENT, &c_lines);
+        return;
+    }
+    if cfg!(not(all(target_os = "linux", target_pointer_width = "64"))) {
+        note("docs/abi/layout.txt describes LP64 Linux; not compared on this target");
+        return;
+    }
+    let committed = read_abi_file("layout.txt");
+    if committed != c_lines {
+        let changed: Vec<String> = c_lines
+            .iter()
+            .filter(|l| !committed.contains(l))
+            .map(|l| format!("+ {l}"))
+            .chain(
+                committed
+                    .iter()
+                    .filter(|l| !c_lines.contains(l))
+                    .map(|l| format!("- {l}")),
+            )
+            .collect();
+        panic!(
+            "struct layouts differ from docs/abi/layout.txt (+ now, - committed):\n  {}\n\
+             Appending a field to echo_server_config (it has struct_size) is compatible; \
+             anything else breaks the ABI (new major version and soname, see README \
+             \"Versioning\"). If deliberate, run `make abi-layout` and note it in \
+             docs/CHANGELOG.md.",
+            changed.join("\n  ")
+        );
+    }
+}
+
+// ------------------------------------------------------------------ doc blocks
+
+/// What lacks a `/** ... */` block right above it in the header: functions,
+/// typedefs, struct fields and `EPOLL_LOOP_*` constants (a run of `#define`s
+/// shares the block above its first line), and functions whose block lacks
+/// one of the labelled lines STYLE.md asks for.
+fn undocumented(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let doc_above = |i: usize| -> Option<String> {
+        // The block ends on the line above (" */", maybe indented, or a one-line
+        // "/** ... */") and starts with "/**".
+        let end = i.checked_sub(1)?;
+        let last = lines[end].trim();
+        if last.starts_with("/**") && last.ends_with("*/") {
+            return Some(last.to_string());
+        }
+        if last != "*/" {
+            return None;
+        }
+        let start = (0..end)
+            .rev()
+            .find(|&j| lines[j].trim_start().starts_with("/*"))?;
+        lines[start]
+            .trim_start()
+            .starts_with("/**")
+            .then(|| lines[start..=end].join("\n"))
+    };
+    let api = parse_header(text);
+    let mut missing = Vec::new();
+    let mut in_struct: Option<String> = None;
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(name) = &in_struct {
+            if line.starts_with('}') {
+                in_struct = None;
+            } else {
+                let t = line.trim();
+                let is_field_start = t.ends_with(';') || t.ends_with(',') || t.contains('(');
+                let continued = lines[i - 1].trim().ends_with(',');
+                if !t.is_empty()
+                    && !t.starts_with("/*")
+                    && !t.starts_with('*')
+                    && is_field_start
+                    && !continued
+                    && doc_above(i).is_none()
+                {
+                    missing.push(format!("field of {name}: {t}"));
+                }
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with(char::is_whitespace) {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("#define EPOLL_LOOP_") {
+            if rest.split_whitespace().nth(1).is_none() {
+                continue; // the include guard
+            }
+            let grouped = lines[i - 1].starts_with("#define EPOLL_LOOP_");
+            if !grouped && doc_above(i).is_none() {
+                missing.push(format!("constant: {line}"));
+            }
+            continue;
+        }
+        if line.starts_with("typedef ") {
+            if doc_above(i).is_none() {
+                missing.push(format!("type: {line}"));
+            }
+            if let Some(rest) = line.strip_prefix("typedef struct ") {
+                if let Some(name) = rest.strip_suffix(" {") {
+                    in_struct = Some(name.to_string());
+                }
+            }
+            continue;
+        }
+        if let Some(paren) = line.find('(') {
+            let name = ident_before(line, paren);
+            if !api.functions.contains(&name) {
+                continue;
+            }
+            match doc_above(i) {
+                None => missing.push(format!("function: {name}")),
+                Some(doc) => {
+                    for label in ["Returns:", "Errors:", "Ownership:", "Thread safety:"] {
+                        if !doc.contains(label) {
+                            missing.push(format!("function {name}: no \"{label}\" line"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    missing
+}
+
+/// Functions whose doc block lacks some labelled lines, tolerated for now so
+/// that the suite stays green while the docs (in src/) catch up. New gaps fail
+/// the test; a gap that gets fixed is reported so it can be removed from here.
+const KNOWN_LABEL_GAPS: &[&str] = &[
+    "function epoll_loop_listener_port: no \"Ownership:\" line",
+    "function epoll_loop_listener_set_limits: no \"Ownership:\" line",
+    "function epoll_loop_tcp_connect: no \"Errors:\" line",
+    "function epoll_loop_conn_pause: no \"Ownership:\" line",
+    "function epoll_loop_conn_resume: no \"Ownership:\" line",
+    "function epoll_loop_conn_shutdown: no \"Ownership:\" line",
+    "function epoll_loop_conn_close: no \"Ownership:\" line",
+    "function epoll_loop_conn_abort: no \"Ownership:\" line",
+    "function epoll_loop_conn_get_user_data: no \"Returns:\" line",
+    "function epoll_loop_conn_get_user_data: no \"Errors:\" line",
+    "function epoll_loop_conn_get_user_data: no \"Ownership:\" line",
+    "function epoll_loop_conn_set_limits: no \"Ownership:\" line",
+    "function epoll_loop_conn_set_half_open: no \"Ownership:\" line",
+    "function epoll_loop_conn_set_timeout: no \"Ownership:\" line",
+    "function epoll_loop_conn_get_queued: no \"Ownership:\" line",
+    "function epoll_loop_conn_fileno: no \"Ownership:\" line",
+    "function epoll_loop_conn_peer_address: no \"Ownership:\" line",
+    "function epoll_loop_conn_local_address: no \"Ownership:\" line",
+];
+
+#[test]
+fn every_function_type_field_and_constant_in_the_header_is_documented() {
+    let all = undocumented(&header_text());
+    let fixed: Vec<&&str> = KNOWN_LABEL_GAPS
+        .iter()
+        .filter(|g| !all.iter().any(|m| m == **g))
+        .collect();
+    if !fixed.is_empty() {
+        note(&format!(
+            "documented now, remove from KNOWN_LABEL_GAPS in tests/c_abi.rs: {fixed:?}"
+        ));
+    }
+    let missing: Vec<String> = all
+        .into_iter()
+        .filter(|m| !KNOWN_LABEL_GAPS.contains(&m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "include/epoll_loop.h has declarations without a doc block (write `///` docs on \
+         the Rust item; cbindgen copies them). Functions need the labelled lines \
+         Returns:, Errors:, Ownership:, Thread safety: (STYLE.md).\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn the_doc_check_catches_what_it_should() {
+    let text = "\
+/**\n * Documented.\n * Returns: 0.\n * Errors: none.\n * Ownership: none.\n * Thread safety: any.\n */\n\
+int epoll_loop_documented(void);\n\
+\n\
+int epoll_loop_bare(void);\n\
+\n\
+/** Half. Returns: 0. */\n\
+int epoll_loop_half(void);\n\
+/**\n * A type.\n */\n\
+typedef struct epoll_loop_thing {\n\
+  /**\n   * Documented field.\n   */\n\
+  int a;\n\
+  int b;\n\
+} epoll_loop_thing;\n\
+typedef struct epoll_loop_bare_type epoll_loop_bare_type;\n\
+#define EPOLL_LOOP_BARE 1\n";
+    let missing = undocumented(text);
+    assert_eq!(
+        missing,
+        [
+            "function: epoll_loop_bare",
+            "function epoll_loop_half: no \"Errors:\" line",
+            "function epoll_loop_half: no \"Ownership:\" line",
+            "function epoll_loop_half: no \"Thread safety:\" line",
+            "field of epoll_loop_thing: int b;",
+            "type: typedef struct epoll_loop_bare_type epoll_loop_bare_type;",
+            "constant: #define EPOLL_LOOP_BARE 1",
+        ],
+        "{missing:#?}"
+    );
 }

@@ -237,3 +237,23 @@ pub fn sanitizer_env(cmd: &mut Command) -> &mut Command {
         "print_stacktrace=1:halt_on_error=1:exitcode=87",
     )
 }
+
+/// The README's fenced code blocks of language `lang` (```` ```lang ````), in order.
+pub fn readme_blocks(lang: &str) -> Vec<String> {
+    let md = std::fs::read_to_string(root().join("README.md")).expect("read README.md");
+    let fence = format!("```{lang}");
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in md.lines() {
+        match (&mut cur, line.trim_end()) {
+            (None, l) if l == fence => cur = Some(String::new()),
+            (Some(_), "```") => blocks.push(cur.take().unwrap()),
+            (Some(b), l) => {
+                b.push_str(l);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
