@@ -107,8 +107,10 @@ typedef struct echo_server echo_server;
  * `epoll_loop_free`.
  *
  * Lifetime: from `_new` until `_free`. Thread safety: one thread drives a loop
- * (`_poll`/`_run` and every other call); only `epoll_loop_stop` and
- * `epoll_loop_wake` may be called from other threads (or signal handlers).
+ * (`_poll`/`_run` and every other call); only `epoll_loop_stop`,
+ * `epoll_loop_wake` and `epoll_loop_post` may be called from other threads
+ * (the first two from signal handlers too). A call from another thread while
+ * `_poll`/`_run` runs is refused with `-EBUSY`.
  */
 typedef struct epoll_loop epoll_loop;
 
@@ -470,10 +472,13 @@ int epoll_loop_fileno(const struct epoll_loop *loop);
  *
  * Returns: 0. `epoll_loop_free(NULL)` is a no-op returning 0.
  * Errors: `-EBUSY` (called from one of this loop's callbacks: free it after
- * `_poll`/`_run` returns), `-EINVAL` (not a live loop, e.g. freed twice; detected
- * on a best-effort basis). A loop poisoned by an internal panic can still be freed.
+ * `_poll`/`_run` returns; or from another thread while the loop runs),
+ * `-EINVAL` (not a live loop, e.g. freed twice: certain for the 256 most
+ * recently freed handles, whose memory is kept, best effort beyond). A loop
+ * poisoned by an internal panic can still be freed.
  * Ownership: `loop` is invalid after a 0 return.
- * Thread safety: loop thread, and no other thread may be calling `_stop`/`_wake`.
+ * Thread safety: loop thread, and no other thread may be calling
+ * `_stop`/`_wake`/`_post`.
  */
 int epoll_loop_free(struct epoll_loop *loop);
 
@@ -504,7 +509,8 @@ int epoll_loop_register(struct epoll_loop *loop,
  * Changes the events watched on a registered fd (`select.epoll.modify()`); the
  * callback and user data stay. Re-arms an `_ONESHOT` registration. When the old
  * or new events contain `_EXCLUSIVE`, this does `DEL` + `ADD` (the kernel refuses
- * `MOD`); should the `ADD` fail, the old events are restored.
+ * `MOD`); should the `ADD` fail, the old events are restored (and should that
+ * fail too, which takes the kernel refusing twice, the fd is no longer registered).
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
  * negative, or closed since it was registered), `-ENOENT` (not registered on this
@@ -538,7 +544,8 @@ int epoll_loop_unregister(struct epoll_loop *loop, int fd);
  * Returns: the number of callbacks run (fd and timer alike); 0 on timeout or
  * after `epoll_loop_wake`.
  * Errors: `-EINVAL` (`loop` NULL or freed, `timeout_ms < -1`), `-EBUSY` (called
- * from one of this loop's callbacks), `-ENOTRECOVERABLE`.
+ * from one of this loop's callbacks, or while another thread runs the loop),
+ * `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
@@ -550,7 +557,8 @@ int epoll_loop_poll(struct epoll_loop *loop, int timeout_ms);
  * Returns: 0 when nothing was left, 1 when stopped by `epoll_loop_stop` (a stop
  * requested before `_run` makes it return 1 at once; each request is used once).
  * Errors: `-EINVAL` (`loop` NULL or freed), `-EBUSY` (called from one of this
- * loop's callbacks), `-ENOTRECOVERABLE`, or an `epoll_wait` error.
+ * loop's callbacks, or while another thread runs the loop), `-ENOTRECOVERABLE`,
+ * or an `epoll_wait` error.
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
@@ -701,6 +709,7 @@ int epoll_loop_tcp_listen(struct epoll_loop *loop,
  * The port a listener is bound to.
  * Returns: the port (1..65535).
  * Errors: `-EINVAL` (NULL or closed listener).
+ * Ownership: unchanged.
  * Thread safety: loop thread.
  */
 int epoll_loop_listener_port(const struct epoll_loop_listener *l);
@@ -711,6 +720,7 @@ int epoll_loop_listener_port(const struct epoll_loop_listener *l);
  * Returns: 0.
  * Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
  * `max_queue` 0 or above 4 GiB).
+ * Ownership: unchanged.
  * Thread safety: loop thread.
  */
 int epoll_loop_listener_set_limits(struct epoll_loop_listener *l,
@@ -734,7 +744,7 @@ int epoll_loop_listener_close(struct epoll_loop_listener *l);
  * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
  * pass a numeric address to avoid that).
  * Returns: 0, and the connection in `*out` (no callback has run yet).
- * Errors (no callback will run): `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
+ * Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
  * UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
  * `-ENOTRECOVERABLE`.
  * Ownership: the handle belongs to the library; it stays valid until `on_close`
@@ -754,7 +764,9 @@ int epoll_loop_tcp_connect(struct epoll_loop *loop,
  * All or nothing: either every byte is accepted or none is.
  * Returns: 0 (`len` 0 is a no-op).
  * Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
- * would pass its cap: wait for `on_drain`), `-EPIPE` (the connection is closing,
+ * would pass its cap: wait for `on_drain`), `-EMSGSIZE` (`len` alone is larger
+ * than the cap, so it could never be queued: split it or raise the cap with
+ * `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
  * shut down or closed, even if `on_close` has not been delivered yet).
  * Ownership: the bytes are copied; `buf` stays the caller's.
  * Thread safety: loop thread.
@@ -763,13 +775,19 @@ int epoll_loop_conn_write(struct epoll_loop_conn *c, const void *buf, size_t len
 
 /**
  * Stops reading from the connection (TCP then pushes back on the peer).
- * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_pause(struct epoll_loop_conn *c);
 
 /**
  * Resumes reading after `epoll_loop_conn_pause`.
- * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_resume(struct epoll_loop_conn *c);
 
@@ -777,7 +795,9 @@ int epoll_loop_conn_resume(struct epoll_loop_conn *c);
  * Sends what is queued, then half-closes (FIN). Reading continues; the
  * connection closes (`on_close(0)`) when the peer's EOF arrives too.
  * Returns: 0 (also when already shut down).
- * Errors: `-EINVAL`, `-EPIPE` (closing or closed). Thread safety: loop thread.
+ * Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
 
@@ -785,9 +805,14 @@ int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
  * Stops delivering data, sends what is queued, then closes; `on_close(0)`
  * follows, from the loop. Unread input from the peer is drained and dropped
  * (for up to 2 s) so that the close does not turn into a reset that would
- * destroy bytes still in flight.
+ * destroy bytes still in flight. On a connection still connecting, bytes
+ * written so far are sent too: `on_open` runs when the connect completes,
+ * then the queue goes out and the connection closes (with nothing queued it
+ * closes at once, without `on_open`).
  * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (already closing or closed). Thread safety: loop thread.
+ * Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_close(struct epoll_loop_conn *c);
 
@@ -795,19 +820,26 @@ int epoll_loop_conn_close(struct epoll_loop_conn *c);
  * Closes at once with a reset (RST), discarding what is queued;
  * `on_close(-ECONNABORTED)` follows, from the loop.
  * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (already closed). Thread safety: loop thread.
+ * Errors: `-EINVAL`, `-EPIPE` (already closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_abort(struct epoll_loop_conn *c);
 
 /**
  * Sets the user data passed to the connection's callbacks from now on.
- * Returns: 0. Errors: `-EINVAL` (`c` NULL or invalid).
- * Ownership: the caller keeps owning `user_data`. Thread safety: loop thread.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`c` NULL or invalid).
+ * Ownership: the caller keeps owning `user_data`.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_set_user_data(struct epoll_loop_conn *c, void *user_data);
 
 /**
- * The connection's user data (NULL if `c` is NULL or invalid).
+ * The connection's user data.
+ * Returns: the user data (NULL if `c` is NULL or invalid).
+ * Errors: none (an invalid handle gives NULL).
+ * Ownership: the pointer stays the caller's.
  * Thread safety: loop thread.
  */
 void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
@@ -818,7 +850,9 @@ void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
  * falls to `low_water` after having been above it. Defaults: 1 MiB, 64 KiB.
  * Returns: 0.
  * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
- * `-EPIPE` (closed). Thread safety: loop thread.
+ * `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_set_limits(struct epoll_loop_conn *c, size_t max_queue, size_t low_water);
 
@@ -827,7 +861,10 @@ int epoll_loop_conn_set_limits(struct epoll_loop_conn *c, size_t max_queue, size
  * reported as `on_data(c, NULL, 0, ud)` and the connection stays open for
  * writing until `epoll_loop_conn_shutdown` or `_close` (a proxy needs this to
  * relay a half-close). Default: off (EOF flushes, then `on_close(0)`).
- * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_set_half_open(struct epoll_loop_conn *c, int enable);
 
@@ -835,7 +872,9 @@ int epoll_loop_conn_set_half_open(struct epoll_loop_conn *c, int enable);
  * Closes the connection with `on_close(-ETIMEDOUT)` after `timeout_ms`
  * milliseconds without a successful read or write (while connecting: after
  * `timeout_ms` from this call). 0 turns it off.
- * Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+ * Ownership: unchanged.
  * Thread safety: loop thread.
  */
 int epoll_loop_conn_set_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
@@ -843,14 +882,19 @@ int epoll_loop_conn_set_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
 /**
  * Bytes queued on the connection and not yet taken by the socket.
  * Returns: 0, and the count in `*out`.
- * Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed). Thread safety: loop thread.
+ * Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_get_queued(const struct epoll_loop_conn *c, size_t *out);
 
 /**
  * The connection's socket descriptor (for `setsockopt` and the like; do not
  * read, write or close it).
- * Returns: the fd. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+ * Returns: the fd.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_fileno(const struct epoll_loop_conn *c);
 
@@ -859,7 +903,9 @@ int epoll_loop_conn_fileno(const struct epoll_loop_conn *c);
  * fit any address) and its port in `*port`. Either may be NULL if not wanted.
  * Returns: 0.
  * Errors: `-EINVAL`, `-ENOSPC` (`host_len` too small), `-ENOTCONN` (not
- * connected yet or any more), `-EPIPE` (closed). Thread safety: loop thread.
+ * connected yet or any more), `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_peer_address(const struct epoll_loop_conn *c,
                                  char *host,
@@ -868,7 +914,10 @@ int epoll_loop_conn_peer_address(const struct epoll_loop_conn *c,
 
 /**
  * The connection's local address, as `epoll_loop_conn_peer_address`.
- * Returns: 0. Errors: as `epoll_loop_conn_peer_address`. Thread safety: loop thread.
+ * Returns: 0.
+ * Errors: as `epoll_loop_conn_peer_address`.
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
  */
 int epoll_loop_conn_local_address(const struct epoll_loop_conn *c,
                                   char *host,

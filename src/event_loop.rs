@@ -147,7 +147,8 @@ impl Remote {
     }
 
     fn take_posts(&self) -> VecDeque<Posted> {
-        if !self.posted.swap(false, Ordering::AcqRel) {
+        // Load first: the common case (nothing posted) then costs no locked instruction.
+        if !self.posted.load(Ordering::Acquire) || !self.posted.swap(false, Ordering::AcqRel) {
             return VecDeque::new();
         }
         let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,7 +160,8 @@ impl Remote {
     }
 
     fn take_stop(&self) -> bool {
-        self.stop.swap(false, Ordering::AcqRel)
+        // Load first: the common case (no stop) then costs no locked instruction.
+        self.stop.load(Ordering::Acquire) && self.stop.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -245,6 +247,8 @@ pub struct EventLoop {
     signals: RefCell<Signals>,
     batch: Cell<Vec<EpollEvent>>,
     dispatching: Cell<bool>,
+    /// The monotonic time of the loop's last clock read (see [`EventLoop::now_ns`]).
+    now: Cell<u64>,
     stats: StatCells,
 }
 
@@ -290,6 +294,7 @@ impl EventLoop {
             }),
             batch: Cell::new(Vec::new()),
             dispatching: Cell::new(false),
+            now: Cell::new(sys::monotonic_ns()),
             stats: StatCells::default(),
         })
     }
@@ -315,6 +320,20 @@ impl EventLoop {
     /// Same as `self.remote().wake()`.
     pub fn wake(&self) -> Result<()> {
         self.remote.wake()
+    }
+
+    /// The loop's cached monotonic time in nanoseconds: read once after each
+    /// `epoll_wait` and after each callback (the reads that time callbacks), so
+    /// inside a callback it is the time the callback started. Cheaper than a
+    /// clock read; use it for timestamps that need ms, not ns, accuracy.
+    pub fn now_ns(&self) -> u64 {
+        self.now.get()
+    }
+
+    fn tick(&self) -> u64 {
+        let t = sys::monotonic_ns();
+        self.now.set(t);
+        t
     }
 
     /// True while `poll` (or `run`) is dispatching on this loop.
@@ -363,7 +382,8 @@ impl EventLoop {
     ///
     /// `EXCLUSIVE` registrations cannot be changed with `EPOLL_CTL_MOD`, so when the
     /// old or new events contain it, this does `DEL` + `ADD`; if the `ADD` fails the
-    /// old events are restored and the error returned.
+    /// old events are restored and the error returned. Should the restoring
+    /// `ADD` fail too, the fd is no longer registered (its slot is freed).
     ///
     /// Errors: `EBADF`, `EINVAL` as for `register`; `ENOENT` (not registered here).
     pub fn modify(&self, fd: RawFd, events: u32) -> Result<()> {
@@ -374,8 +394,16 @@ impl EventLoop {
         if (slot.events | events) & EXCLUSIVE != 0 {
             self.poller.unregister(fd)?;
             if let Err(e) = self.poller.register(fd, events, tok) {
-                // Put the old registration back so nothing is lost.
-                let _ = self.poller.register(fd, slot.events, tok);
+                // Put the old registration back so nothing is lost. If even that
+                // fails, the kernel no longer watches `fd`: free the slot rather
+                // than claim a registration that delivers nothing.
+                if self.poller.register(fd, slot.events, tok).is_err() {
+                    let cb = slot.cb.take();
+                    slot.events = 0;
+                    reg.active -= 1;
+                    drop(reg);
+                    drop(cb);
+                }
                 return Err(e);
             }
         } else {
@@ -588,12 +616,12 @@ impl EventLoop {
         StatCells::add(&self.stats.iterations, 1);
 
         let mut ran = 0;
-        let mut t_prev = sys::monotonic_ns();
+        let mut t_prev = self.tick();
         for f in remote.take_posts() {
             trace!("posted function: callback");
             f(self);
             ran += 1;
-            let t = sys::monotonic_ns();
+            let t = self.tick();
             self.stats.callback_ran(t.saturating_sub(t_prev));
             t_prev = t;
         }
@@ -620,7 +648,7 @@ impl EventLoop {
             trace!("fd {fd} events {bits:#x}: callback");
             cb(self, fd, bits);
             ran += 1;
-            let t = sys::monotonic_ns();
+            let t = self.tick();
             self.stats.callback_ran(t.saturating_sub(t_prev));
             t_prev = t;
         }
@@ -638,7 +666,7 @@ impl EventLoop {
             cb(self, id);
             ran += 1;
             StatCells::add(&self.stats.timers_fired, 1);
-            let t = sys::monotonic_ns();
+            let t = self.tick();
             self.stats.callback_ran(t.saturating_sub(t_prev));
             t_prev = t;
         }

@@ -65,12 +65,14 @@ impl Server {
         t.join().expect("client thread")
     }
 
-    /// Polls for `d`; returns the loop iterations it took.
+    /// Polls (50 ms at a time, so an idle loop iterates 20 times a second)
+    /// for `d`; returns the loop iterations it took. A spinning loop would
+    /// make thousands.
     fn poll_for(&self, d: Duration) -> u64 {
         let before = self.lp.stats().iterations;
         let end = Instant::now() + d;
         while Instant::now() < end {
-            self.lp.poll(10).unwrap();
+            self.lp.poll(50).unwrap();
         }
         self.lp.stats().iterations - before
     }
@@ -124,14 +126,58 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
+/// A client socket with a 4 KiB receive buffer, set before connecting, so that
+/// the server's writes back stall soon and its queue, pause and resume work.
+fn connect_small_rcvbuf(port: u16) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor we own; the sockaddr is a
+    // valid, fully initialised sockaddr_in of the size given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let s = TcpStream::from_raw_fd(fd);
+        let v: libc::c_int = 4096;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    }
+}
+
 /// A client that writes `len` random bytes in random-size pieces (with pauses
 /// in reading: the reader starts late), half-closes, and checks that exactly
-/// those bytes come back, in order, followed by EOF.
-fn echo_client(port: u16, len: usize, seed: u64) -> JoinHandle<usize> {
+/// those bytes come back, in order, followed by EOF. A `slow` client has a
+/// tiny receive buffer and starts reading only after 200 ms, so the server
+/// must queue, pause reading, arm `EPOLLOUT` and resume.
+fn echo_client(port: u16, len: usize, seed: u64, slow: bool) -> JoinHandle<usize> {
     thread::spawn(move || {
         let mut rng = Rng::new(seed);
         let data = rng.bytes(len);
-        let mut s = connect(port);
+        let mut s = if slow {
+            connect_small_rcvbuf(port)
+        } else {
+            connect(port)
+        };
         let mut w = s.try_clone().unwrap();
         let d2 = data.clone();
         let writer = thread::spawn(move || {
@@ -147,7 +193,8 @@ fn echo_client(port: u16, len: usize, seed: u64) -> JoinHandle<usize> {
             }
             w.shutdown(Shutdown::Write).unwrap();
         });
-        thread::sleep(Duration::from_millis(rng.below(30)));
+        let pause = if slow { 200 } else { rng.below(30) };
+        thread::sleep(Duration::from_millis(pause));
         let mut back = Vec::with_capacity(len);
         s.read_to_end(&mut back).unwrap();
         writer.join().unwrap();
@@ -157,12 +204,18 @@ fn echo_client(port: u16, len: usize, seed: u64) -> JoinHandle<usize> {
     })
 }
 
-/// Runs `clients` echo clients of `len` bytes each against `srv`, concurrently.
-fn echo_clients(srv: &Server, clients: usize, len: usize, seed: u64) -> usize {
+/// Runs `clients` echo clients against `srv`, concurrently: even ones send
+/// `len` bytes, odd ones are slow (see [`echo_client`]) and send `slow_len`
+/// (more than the server's socket buffer takes, so that it must queue).
+fn echo_clients(srv: &Server, clients: usize, len: usize, slow_len: usize, seed: u64) -> usize {
     let port = srv.port;
     let t = thread::spawn(move || {
         let hs: Vec<_> = (0..clients)
-            .map(|i| echo_client(port, len, seed + i as u64))
+            .map(|i| {
+                let slow = i % 2 == 1;
+                let n = if slow { slow_len } else { len };
+                echo_client(port, n, seed + i as u64, slow)
+            })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
     });
@@ -302,7 +355,7 @@ fn check_dispatch_rules(lp: &EventLoop) {
     assert_eq!(lp.run().unwrap(), RunExit::Stopped);
     stopper.join().unwrap();
     lp.unregister(keep.as_raw_fd()).unwrap();
-    assert!(lp.is_idle());
+    assert_eq!(lp.registered_events(keep.as_raw_fd()), None);
 }
 
 fn report(class: &str, plan: &PlanGuard, extra: &str) {
@@ -330,9 +383,9 @@ fn eintr_on_every_interruptible_call() {
     let plan = fault::install(fault::bursts(&Op::INTERRUPTIBLE, Errno::EINTR, 2, 1));
     check_dispatch_rules(&srv.lp);
     let it0 = srv.lp.stats().iterations;
-    let bytes = echo_clients(&srv, 8, 200_000, 1);
+    let bytes = echo_clients(&srv, 8, 200_000, 6 << 20, 1);
     let iterations = srv.lp.stats().iterations - it0;
-    assert_eq!(bytes, 8 * 200_000);
+    assert_eq!(bytes, 4 * 200_000 + 4 * (6 << 20));
     for op in [
         Op::EpollWait,
         Op::Accept,
@@ -366,9 +419,9 @@ fn eagain_storms() {
     ));
     check_dispatch_rules(&srv.lp);
     let it0 = srv.lp.stats().iterations;
-    let bytes = echo_clients(&srv, 8, 200_000, 2);
+    let bytes = echo_clients(&srv, 8, 200_000, 6 << 20, 2);
     let iterations = srv.lp.stats().iterations - it0;
-    assert_eq!(bytes, 8 * 200_000);
+    assert_eq!(bytes, 4 * 200_000 + 4 * (6 << 20));
     for op in [Op::Recv, Op::Send, Op::Accept] {
         assert!(plan.injected(op) > 0, "{op:?} never got EAGAIN");
     }
@@ -383,25 +436,52 @@ fn eagain_storms() {
     srv.stop();
 }
 
-/// Every `recv` and `send` moves one byte at most.
+/// Every `recv` and `send` moves one byte at most; then, with normal reads,
+/// every `send` moves one byte and every 64th fails with `EAGAIN`, so the
+/// server queues remainders and flushes them one byte at a time.
 #[test]
 fn one_byte_reads_and_writes() {
     let srv = Server::start();
-    let plan =
-        fault::install(|op, _| matches!(op, Op::Recv | Op::Send).then_some(Action::Short(1)));
+    let recv_too = Rc::new(Cell::new(true));
+    let r = recv_too.clone();
+    let plan = fault::install(move |op, n| match op {
+        Op::Recv if r.get() => Some(Action::Short(1)),
+        Op::Send if r.get() => Some(Action::Short(1)),
+        Op::Send if n % 64 == 63 => Some(Action::Fail(Errno::EAGAIN)),
+        Op::Send => Some(Action::Short(1)),
+        _ => None,
+    });
     check_dispatch_rules(&srv.lp);
     let it0 = srv.lp.stats().iterations;
-    let bytes = echo_clients(&srv, 4, 20_000, 3);
+    let bytes = echo_clients(&srv, 4, 20_000, 20_000, 3);
     let iterations = srv.lp.stats().iterations - it0;
     assert_eq!(bytes, 4 * 20_000);
-    assert!(plan.injected(Op::Recv) > 0 && plan.injected(Op::Send) > 0);
+    assert!(
+        plan.injected(Op::Recv) >= 4 * 20_000 / 2,
+        "reads were not short"
+    );
+
+    recv_too.set(false);
+    let sends0 = plan.injected(Op::Send);
+    let queued0 = plan.calls(Op::EpollMod);
+    let bytes2 = echo_clients(&srv, 4, 50_000, 50_000, 4);
+    assert_eq!(bytes2, 4 * 50_000);
+    let short_sends = plan.injected(Op::Send) - sends0;
+    assert!(short_sends > 1000, "sends were not short ({short_sends})");
+    assert!(
+        plan.calls(Op::EpollMod) > queued0,
+        "the server never had to queue"
+    );
 
     let idle = srv.poll_for(Duration::from_millis(300));
     assert!(idle <= 40, "{idle} iterations in 300 ms idle: spinning");
     report(
         "short reads/writes (1 byte)",
         &plan,
-        &format!("echo {bytes} B in {iterations} iterations; idle 300 ms: {idle} iterations"),
+        &format!(
+            "echo {bytes} B with 1-byte reads in {iterations} iterations, {bytes2} B with \
+             1-byte writes; idle 300 ms: {idle} iterations"
+        ),
     );
     drop(plan);
     srv.stop();
@@ -490,7 +570,7 @@ fn accept_emfile_enfile_enomem() {
     assert!(rejected >= 3, "shed {rejected} of 3");
     mode.set(0);
     srv.poll_for(Duration::from_millis(150)); // past any back-off
-    let bytes = echo_clients(&srv, 2, 50_000, 4);
+    let bytes = echo_clients(&srv, 2, 50_000, 50_000, 4);
     assert_eq!(bytes, 100_000);
     report(
         "accept EMFILE/ENFILE/ENOMEM",
@@ -603,14 +683,46 @@ fn failing_epoll_ctl() {
     // Every third MOD fails while clients push data through (the server pauses,
     // arms EPOLLOUT, resumes): no connection may wedge, no byte may be lost.
     every_mod.set(3);
-    let bytes = echo_clients(&srv, 6, 300_000, 5);
-    assert_eq!(bytes, 6 * 300_000);
+    let bytes = echo_clients(&srv, 6, 300_000, 6 << 20, 5);
+    assert_eq!(bytes, 3 * 300_000 + 3 * (6 << 20));
     assert!(plan.injected(Op::EpollMod) > 0);
+    println!("MOD calls during the echo: {}", plan.calls(Op::EpollMod));
 
     // EMFILE makes the listener back off (MOD to 0, a timer, MOD back to IN);
     // if re-arming fails, it must try again rather than stop accepting forever.
     every_mod.set(0);
     report("epoll_ctl", &plan, "");
+    drop(plan);
+    srv.stop();
+}
+
+/// A request/response client: the echo's `send` gets `EAGAIN` (the rest is
+/// queued) and the `MOD` that arms `EPOLLOUT` fails. Nothing else will happen
+/// on that connection (the client waits for its answer), so unless the server
+/// retries, the answer never comes.
+#[test]
+fn a_failed_mod_does_not_wedge_a_connection() {
+    let srv = Server::start();
+    let plan = fault::install(|op, n| match op {
+        Op::Send if n == 0 => Some(Action::Fail(Errno::EAGAIN)),
+        Op::EpollMod if n < 2 => Some(Action::Fail(Errno::ENOMEM)),
+        _ => None,
+    });
+    let port = srv.port;
+    let client = thread::spawn(move || {
+        let mut s = connect(port);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for i in 0..3u8 {
+            s.write_all(&[i; 5]).unwrap();
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(b, [i; 5]);
+        }
+    });
+    srv.drive(client);
+    assert_eq!(plan.injected(Op::Send), 1);
+    assert_eq!(plan.injected(Op::EpollMod), 2, "two MODs in a row failed");
+    report("failed MOD", &plan, "");
     drop(plan);
     srv.stop();
 }
@@ -657,7 +769,15 @@ fn listener_back_off_survives_a_failed_rearm() {
 /// `docs/ARCHITECTURE.md`); here only that the plan is per thread.
 #[test]
 fn plans_are_per_thread() {
-    let plan = fault::install(fault::bursts(&[Op::EventfdCreate], Errno(libc::EMFILE), 1, 1));
+    for (i, op) in Op::ALL.iter().enumerate() {
+        assert_eq!(*op as usize, i, "Op::ALL is in declaration order");
+    }
+    let plan = fault::install(fault::bursts(
+        &[Op::EventfdCreate],
+        Errno(libc::EMFILE),
+        1,
+        1,
+    ));
     assert_eq!(EventLoop::new().err(), Some(Errno(libc::EMFILE)));
     let other = thread::spawn(|| EventLoop::new().is_ok()).join().unwrap();
     assert!(other, "another thread is not affected");

@@ -1053,26 +1053,7 @@ fn undocumented(text: &str) -> Vec<String> {
 /// Functions whose doc block lacks some labelled lines, tolerated for now so
 /// that the suite stays green while the docs (in src/) catch up. New gaps fail
 /// the test; a gap that gets fixed is reported so it can be removed from here.
-const KNOWN_LABEL_GAPS: &[&str] = &[
-    "function epoll_loop_listener_port: no \"Ownership:\" line",
-    "function epoll_loop_listener_set_limits: no \"Ownership:\" line",
-    "function epoll_loop_tcp_connect: no \"Errors:\" line",
-    "function epoll_loop_conn_pause: no \"Ownership:\" line",
-    "function epoll_loop_conn_resume: no \"Ownership:\" line",
-    "function epoll_loop_conn_shutdown: no \"Ownership:\" line",
-    "function epoll_loop_conn_close: no \"Ownership:\" line",
-    "function epoll_loop_conn_abort: no \"Ownership:\" line",
-    "function epoll_loop_conn_get_user_data: no \"Returns:\" line",
-    "function epoll_loop_conn_get_user_data: no \"Errors:\" line",
-    "function epoll_loop_conn_get_user_data: no \"Ownership:\" line",
-    "function epoll_loop_conn_set_limits: no \"Ownership:\" line",
-    "function epoll_loop_conn_set_half_open: no \"Ownership:\" line",
-    "function epoll_loop_conn_set_timeout: no \"Ownership:\" line",
-    "function epoll_loop_conn_get_queued: no \"Ownership:\" line",
-    "function epoll_loop_conn_fileno: no \"Ownership:\" line",
-    "function epoll_loop_conn_peer_address: no \"Ownership:\" line",
-    "function epoll_loop_conn_local_address: no \"Ownership:\" line",
-];
+const KNOWN_LABEL_GAPS: &[&str] = &[];
 
 #[test]
 fn every_function_type_field_and_constant_in_the_header_is_documented() {

@@ -25,7 +25,10 @@ fn make(args: &[&str]) -> Command {
     cmd.env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
         .env_remove("MAKELEVEL")
-        .env("CARGO_TARGET_DIR", lib_dir().parent().unwrap());
+        .env(
+            "CARGO_TARGET_DIR",
+            lib_dir().parent().unwrap().parent().unwrap(),
+        );
     cmd
 }
 

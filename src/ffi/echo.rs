@@ -1,11 +1,12 @@
 //! `echo_server`: the seed tutorial's server as one library call.
 
 use super::event_loop::epoll_loop;
-use super::guard::{Object, ObjectHeader, boundary, with_object, write_out};
+use super::guard::{self, Object, ObjectHeader, boundary, with_object, write_out};
 use crate::echo::{EchoConfig, EchoServer, Logger, Shared, Worker, c_line};
 use crate::sys::Errno;
 use crate::tcp::TcpStats;
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -93,8 +94,10 @@ pub struct echo_server_stats {
 pub struct echo_server {
     header: ObjectHeader,
     port: u16,
-    shared: Arc<Shared>,
-    kind: Kind,
+    // Dropped by `echo_server_stop`, which keeps the header's memory for a while
+    // (`guard::retire`) so a stopped handle reads as dead.
+    shared: ManuallyDrop<Arc<Shared>>,
+    kind: ManuallyDrop<Kind>,
 }
 
 enum Kind {
@@ -215,8 +218,8 @@ fn boxed(port: u16, shared: Arc<Shared>, kind: Kind) -> *mut echo_server {
     Box::into_raw(Box::new(echo_server {
         header: ObjectHeader::new(echo_server::MAGIC),
         port,
-        shared,
-        kind,
+        shared: ManuallyDrop::new(shared),
+        kind: ManuallyDrop::new(kind),
     }))
 }
 
@@ -356,12 +359,12 @@ pub unsafe extern "C" fn echo_server_stop(srv: *mut echo_server) -> c_int {
         if !s.header.is_live(echo_server::MAGIC) {
             return -libc::EINVAL;
         }
-        if let Kind::Threaded(server) = &s.kind
+        if let Kind::Threaded(server) = &*s.kind
             && server.is_own_thread()
         {
             return -libc::EDEADLK;
         }
-        if let Kind::Attached { worker, r#loop } = &s.kind {
+        if let Kind::Attached { worker, r#loop } = &*s.kind {
             // SAFETY: the attached loop must outlive the server (documented);
             // with_object checks it is still live.
             let r = unsafe {
@@ -375,12 +378,17 @@ pub unsafe extern "C" fn echo_server_stop(srv: *mut echo_server) -> c_int {
             }
         }
         s.header.kill();
-        // SAFETY: allocated by Box::into_raw in `boxed`, live; ownership returns here.
-        let mut owned = unsafe { Box::from_raw(srv) };
-        if let Kind::Threaded(server) = &mut owned.kind {
-            server.stop();
+        // SAFETY: allocated by Box::into_raw in `boxed`, live, and now ours alone.
+        // Its contents are dropped once, in declaration order; the header stays.
+        unsafe {
+            let owned = &mut *srv;
+            if let Kind::Threaded(server) = &mut *owned.kind {
+                server.stop();
+            }
+            ManuallyDrop::drop(&mut owned.shared);
+            ManuallyDrop::drop(&mut owned.kind);
+            guard::retire(srv);
         }
-        drop(owned);
         0
     })
 }

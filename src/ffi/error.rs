@@ -36,6 +36,7 @@ fn message(errno: c_int) -> &'static CStr {
         libc::ECONNABORTED => c"connection aborted (ECONNABORTED)",
         libc::ECONNRESET => c"connection reset by peer (ECONNRESET)",
         libc::ENOBUFS => c"no buffer space available (ENOBUFS): the connection's write queue is full",
+        libc::EMSGSIZE => c"message too long (EMSGSIZE): larger than the connection's write-queue cap",
         libc::EISCONN => c"already connected (EISCONN)",
         libc::ENOTCONN => c"not connected (ENOTCONN)",
         libc::ESHUTDOWN => c"cannot send after shutdown (ESHUTDOWN)",

@@ -1,13 +1,15 @@
 //! `epoll_loop`: the loop object of the C API.
 
-use super::guard::{Object, ObjectHeader, boundary, with_object, write_out};
+use super::guard::{self, Object, ObjectHeader, boundary, with_object, write_out};
 use crate::event_loop::{self as core, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
 use crate::sys::{self, Errno};
 use crate::tcp::TcpContext;
 use std::ffi::{c_int, c_void};
+use std::mem::ManuallyDrop;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
 pub const EPOLL_LOOP_IN: u32 = 0x001;
@@ -38,20 +40,60 @@ pub const EPOLL_LOOP_ET: u32 = 0x8000_0000;
 /// `epoll_loop_free`.
 ///
 /// Lifetime: from `_new` until `_free`. Thread safety: one thread drives a loop
-/// (`_poll`/`_run` and every other call); only `epoll_loop_stop` and
-/// `epoll_loop_wake` may be called from other threads (or signal handlers).
+/// (`_poll`/`_run` and every other call); only `epoll_loop_stop`,
+/// `epoll_loop_wake` and `epoll_loop_post` may be called from other threads
+/// (the first two from signal handlers too). A call from another thread while
+/// `_poll`/`_run` runs is refused with `-EBUSY`.
 pub struct epoll_loop {
     header: ObjectHeader,
-    remote: Arc<Remote>,
-    core: EventLoop,
+    /// The thread inside `_poll`/`_run` (`sys::current_thread`), 0 when none.
+    owner: AtomicUsize,
+    // The rest is dropped by `epoll_loop_free`, which keeps the header's memory
+    // for a while (`guard::retire`) so a freed handle reads as dead.
+    remote: ManuallyDrop<Arc<Remote>>,
+    core: ManuallyDrop<EventLoop>,
     /// The read buffer and counters shared by this loop's C connections.
-    tcp: std::cell::OnceCell<Rc<TcpContext>>,
+    tcp: ManuallyDrop<std::cell::OnceCell<Rc<TcpContext>>>,
 }
 
 impl Object for epoll_loop {
     const MAGIC: u64 = 0x6570_6f6c_6c4c_6f6f; // "epollLoo"
     fn header(&self) -> &ObjectHeader {
         &self.header
+    }
+
+    /// `EBUSY` while another thread runs the loop: a relaxed load and a compare
+    /// on every call, nothing more. Not caught: a call racing with the very
+    /// start of `_poll`/`_run` on the other thread, or made while that thread
+    /// is between two polls.
+    #[inline]
+    fn check_caller(&self) -> Result<(), Errno> {
+        let owner = self.owner.load(Ordering::Relaxed);
+        if owner != 0 && owner != sys::current_thread() {
+            return Err(Errno::EBUSY);
+        }
+        Ok(())
+    }
+}
+
+/// Marks a loop as run by the calling thread while `_poll`/`_run` is inside;
+/// restores the previous mark on return and on unwind (a nested, refused
+/// `_poll` from a callback restores the same thread).
+struct Owner<'a> {
+    owner: &'a AtomicUsize,
+    prev: usize,
+}
+
+impl<'a> Owner<'a> {
+    fn enter(owner: &'a AtomicUsize) -> Owner<'a> {
+        let prev = owner.swap(sys::current_thread(), Ordering::Relaxed);
+        Owner { owner, prev }
+    }
+}
+
+impl Drop for Owner<'_> {
+    fn drop(&mut self) {
+        self.owner.store(self.prev, Ordering::Relaxed);
     }
 }
 
@@ -60,9 +102,10 @@ impl epoll_loop {
         let remote = core.remote().clone();
         Box::into_raw(Box::new(epoll_loop {
             header: ObjectHeader::new(Self::MAGIC),
-            remote,
-            core,
-            tcp: std::cell::OnceCell::new(),
+            owner: AtomicUsize::new(0),
+            remote: ManuallyDrop::new(remote),
+            core: ManuallyDrop::new(core),
+            tcp: ManuallyDrop::new(std::cell::OnceCell::new()),
         }))
     }
 
@@ -194,10 +237,13 @@ pub unsafe extern "C" fn epoll_loop_fileno(r#loop: *const epoll_loop) -> c_int {
 ///
 /// Returns: 0. `epoll_loop_free(NULL)` is a no-op returning 0.
 /// Errors: `-EBUSY` (called from one of this loop's callbacks: free it after
-/// `_poll`/`_run` returns), `-EINVAL` (not a live loop, e.g. freed twice; detected
-/// on a best-effort basis). A loop poisoned by an internal panic can still be freed.
+/// `_poll`/`_run` returns; or from another thread while the loop runs),
+/// `-EINVAL` (not a live loop, e.g. freed twice: certain for the 256 most
+/// recently freed handles, whose memory is kept, best effort beyond). A loop
+/// poisoned by an internal panic can still be freed.
 /// Ownership: `loop` is invalid after a 0 return.
-/// Thread safety: loop thread, and no other thread may be calling `_stop`/`_wake`.
+/// Thread safety: loop thread, and no other thread may be calling
+/// `_stop`/`_wake`/`_post`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_free(r#loop: *mut epoll_loop) -> c_int {
     boundary(|| {
@@ -209,13 +255,21 @@ pub unsafe extern "C" fn epoll_loop_free(r#loop: *mut epoll_loop) -> c_int {
         if !h.header.is_live(epoll_loop::MAGIC) {
             return -libc::EINVAL;
         }
-        if h.core.is_dispatching() {
+        // Another thread running it, or one of its own callbacks: not now.
+        if h.check_caller().is_err() || h.core.is_dispatching() {
             return -libc::EBUSY;
         }
         h.header.kill();
         // SAFETY: allocated by Box::into_raw in epoll_loop::boxed, live, and not in
-        // use by a dispatch on this thread; ownership returns to Rust here.
-        drop(unsafe { Box::from_raw(r#loop) });
+        // use by a dispatch; we are its only user now. Its contents are dropped in
+        // declaration order (as a plain drop would), each once; the header stays.
+        unsafe {
+            let h = &mut *r#loop;
+            ManuallyDrop::drop(&mut h.remote);
+            ManuallyDrop::drop(&mut h.core);
+            ManuallyDrop::drop(&mut h.tcp);
+            guard::retire(r#loop);
+        }
         0
     })
 }
@@ -268,7 +322,8 @@ pub unsafe extern "C" fn epoll_loop_register(
 /// Changes the events watched on a registered fd (`select.epoll.modify()`); the
 /// callback and user data stay. Re-arms an `_ONESHOT` registration. When the old
 /// or new events contain `_EXCLUSIVE`, this does `DEL` + `ADD` (the kernel refuses
-/// `MOD`); should the `ADD` fail, the old events are restored.
+/// `MOD`); should the `ADD` fail, the old events are restored (and should that
+/// fail too, which takes the kernel refusing twice, the fd is no longer registered).
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
 /// negative, or closed since it was registered), `-ENOENT` (not registered on this
@@ -310,7 +365,8 @@ pub unsafe extern "C" fn epoll_loop_unregister(r#loop: *mut epoll_loop, fd: c_in
 /// Returns: the number of callbacks run (fd and timer alike); 0 on timeout or
 /// after `epoll_loop_wake`.
 /// Errors: `-EINVAL` (`loop` NULL or freed, `timeout_ms < -1`), `-EBUSY` (called
-/// from one of this loop's callbacks), `-ENOTRECOVERABLE`.
+/// from one of this loop's callbacks, or while another thread runs the loop),
+/// `-ENOTRECOVERABLE`.
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -318,6 +374,7 @@ pub unsafe extern "C" fn epoll_loop_poll(r#loop: *mut epoll_loop, timeout_ms: c_
     // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
     unsafe {
         with_object(r#loop, |h| {
+            let _owner = Owner::enter(&h.owner);
             h.core
                 .poll(timeout_ms)
                 .map(|n| n.min(c_int::MAX as usize) as c_int)
@@ -330,7 +387,8 @@ pub unsafe extern "C" fn epoll_loop_poll(r#loop: *mut epoll_loop, timeout_ms: c_
 /// Returns: 0 when nothing was left, 1 when stopped by `epoll_loop_stop` (a stop
 /// requested before `_run` makes it return 1 at once; each request is used once).
 /// Errors: `-EINVAL` (`loop` NULL or freed), `-EBUSY` (called from one of this
-/// loop's callbacks), `-ENOTRECOVERABLE`, or an `epoll_wait` error.
+/// loop's callbacks, or while another thread runs the loop), `-ENOTRECOVERABLE`,
+/// or an `epoll_wait` error.
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -338,6 +396,7 @@ pub unsafe extern "C" fn epoll_loop_run(r#loop: *mut epoll_loop) -> c_int {
     // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
     unsafe {
         with_object(r#loop, |h| {
+            let _owner = Owner::enter(&h.owner);
             h.core.run().map(|exit| match exit {
                 RunExit::Idle => 0,
                 RunExit::Stopped => 1,
@@ -366,7 +425,7 @@ unsafe fn remote_of<'a>(lp: *const epoll_loop) -> Result<&'a Remote, c_int> {
         if header.is_poisoned() {
             return Err(-libc::ENOTRECOVERABLE);
         }
-        Ok(&**std::ptr::addr_of!((*lp).remote))
+        Ok(&***std::ptr::addr_of!((*lp).remote))
     }
 }
 

@@ -87,15 +87,70 @@ impl ObjectHeader {
 pub(crate) trait Object {
     const MAGIC: u64;
     fn header(&self) -> &ObjectHeader;
+
+    /// Refuses a call the object cannot take from this thread right now (a
+    /// loop being run by another thread answers `EBUSY`). Checked by
+    /// [`with_object`] after the live marker.
+    #[inline]
+    fn check_caller(&self) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+/// How many freed handles keep their memory (marked dead) in [`retire`].
+pub(crate) const QUARANTINE: usize = 256;
+
+struct Retired {
+    addr: usize,
+    free: unsafe fn(usize),
+}
+
+static RETIRED: std::sync::Mutex<std::collections::VecDeque<Retired>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Keeps the memory of a freed handle for a while instead of releasing it, so
+/// that using the handle again (or freeing it twice) reads its dead marker,
+/// not memory the allocator has reused: such a call reliably answers `EINVAL`
+/// for the [`QUARANTINE`] most recently freed handles. Only the oldest one's
+/// memory is released. Costs nothing on any path but `_free`.
+///
+/// # Safety
+/// `ptr` came from `Box::into_raw`, its marker is dead ([`ObjectHeader::kill`]),
+/// everything it owns was already dropped (what is left drops trivially), and
+/// nothing else will free it.
+pub(crate) unsafe fn retire<O: Object>(ptr: *mut O) {
+    unsafe fn free<O>(addr: usize) {
+        // SAFETY: `addr` is a retired `Box<O>` (see `retire`); dropping it only
+        // releases the memory.
+        drop(unsafe { Box::from_raw(addr as *mut O) });
+    }
+    let evicted = {
+        let mut q = RETIRED.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(Retired {
+            addr: ptr as usize,
+            free: free::<O>,
+        });
+        if q.len() > QUARANTINE {
+            q.pop_front()
+        } else {
+            None
+        }
+    };
+    if let Some(old) = evicted {
+        // SAFETY: retired by this function, evicted once, so freed once.
+        unsafe { (old.free)(old.addr) };
+    }
 }
 
 /// Checks `ptr` (NULL gives `EINVAL`, a dead or foreign marker `EINVAL`, a
-/// poisoned object `ENOTRECOVERABLE`), then runs `f` inside the panic boundary;
-/// a panic poisons the object.
+/// poisoned object `ENOTRECOVERABLE`, a caller the object refuses
+/// ([`Object::check_caller`]) its code), then runs `f` inside the panic
+/// boundary; a panic poisons the object.
 ///
 /// # Safety
 /// `ptr` is NULL or points to memory this library allocated for an `O`. A freed
-/// pointer is caught only on a best-effort basis (its marker is read).
+/// pointer is caught for certain while its memory is in quarantine ([`retire`]),
+/// on a best-effort basis afterwards (its marker is read).
 pub(crate) unsafe fn with_object<O: Object>(
     ptr: *const O,
     f: impl FnOnce(&O) -> Result<c_int, Errno>,
@@ -110,6 +165,9 @@ pub(crate) unsafe fn with_object<O: Object>(
     }
     if h.is_poisoned() {
         return -libc::ENOTRECOVERABLE;
+    }
+    if let Err(e) = obj.check_caller() {
+        return e.to_negative();
     }
     match catch_unwind(AssertUnwindSafe(|| {
         if h.panic_next.take() {

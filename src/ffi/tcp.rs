@@ -274,6 +274,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_listen(
 /// The port a listener is bound to.
 /// Returns: the port (1..65535).
 /// Errors: `-EINVAL` (NULL or closed listener).
+/// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_listener_port(l: *const epoll_loop_listener) -> c_int {
@@ -286,6 +287,7 @@ pub unsafe extern "C" fn epoll_loop_listener_port(l: *const epoll_loop_listener)
 /// Returns: 0.
 /// Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
 /// `max_queue` 0 or above 4 GiB).
+/// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_listener_set_limits(
@@ -343,7 +345,7 @@ pub unsafe extern "C" fn epoll_loop_listener_close(l: *mut epoll_loop_listener) 
 /// `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
 /// pass a numeric address to avoid that).
 /// Returns: 0, and the connection in `*out` (no callback has run yet).
-/// Errors (no callback will run): `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
+/// Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
 /// UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
 /// `-ENOTRECOVERABLE`.
 /// Ownership: the handle belongs to the library; it stays valid until `on_close`
@@ -396,6 +398,11 @@ unsafe fn with_conn(
             let conn = weak.as_ref().and_then(Weak::upgrade);
             h.conn.set(weak);
             let conn = conn.ok_or(Errno(libc::EPIPE))?;
+            // Closed but still held (inside one of its own callbacks, after
+            // `_abort` or a failure): as closed as a connection already dropped.
+            if conn.is_closed() {
+                return Err(Errno(libc::EPIPE));
+            }
             // The loop outlives its connections: freeing it drops them.
             let lp = (*h.r#loop).core();
             f(lp, &conn, h)
@@ -408,7 +415,9 @@ unsafe fn with_conn(
 /// All or nothing: either every byte is accepted or none is.
 /// Returns: 0 (`len` 0 is a no-op).
 /// Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
-/// would pass its cap: wait for `on_drain`), `-EPIPE` (the connection is closing,
+/// would pass its cap: wait for `on_drain`), `-EMSGSIZE` (`len` alone is larger
+/// than the cap, so it could never be queued: split it or raise the cap with
+/// `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
 /// shut down or closed, even if `on_close` has not been delivered yet).
 /// Ownership: the bytes are copied; `buf` stays the caller's.
 /// Thread safety: loop thread.
@@ -434,7 +443,10 @@ pub unsafe extern "C" fn epoll_loop_conn_write(
 }
 
 /// Stops reading from the connection (TCP then pushes back on the peer).
-/// Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+/// Returns: 0.
+/// Errors: `-EINVAL`, `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_pause(c: *mut epoll_loop_conn) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
@@ -447,7 +459,10 @@ pub unsafe extern "C" fn epoll_loop_conn_pause(c: *mut epoll_loop_conn) -> c_int
 }
 
 /// Resumes reading after `epoll_loop_conn_pause`.
-/// Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+/// Returns: 0.
+/// Errors: `-EINVAL`, `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_resume(c: *mut epoll_loop_conn) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
@@ -462,7 +477,9 @@ pub unsafe extern "C" fn epoll_loop_conn_resume(c: *mut epoll_loop_conn) -> c_in
 /// Sends what is queued, then half-closes (FIN). Reading continues; the
 /// connection closes (`on_close(0)`) when the peer's EOF arrives too.
 /// Returns: 0 (also when already shut down).
-/// Errors: `-EINVAL`, `-EPIPE` (closing or closed). Thread safety: loop thread.
+/// Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_shutdown(c: *mut epoll_loop_conn) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
@@ -472,9 +489,14 @@ pub unsafe extern "C" fn epoll_loop_conn_shutdown(c: *mut epoll_loop_conn) -> c_
 /// Stops delivering data, sends what is queued, then closes; `on_close(0)`
 /// follows, from the loop. Unread input from the peer is drained and dropped
 /// (for up to 2 s) so that the close does not turn into a reset that would
-/// destroy bytes still in flight.
+/// destroy bytes still in flight. On a connection still connecting, bytes
+/// written so far are sent too: `on_open` runs when the connect completes,
+/// then the queue goes out and the connection closes (with nothing queued it
+/// closes at once, without `on_open`).
 /// Returns: 0.
-/// Errors: `-EINVAL`, `-EPIPE` (already closing or closed). Thread safety: loop thread.
+/// Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_close(c: *mut epoll_loop_conn) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
@@ -492,7 +514,9 @@ pub unsafe extern "C" fn epoll_loop_conn_close(c: *mut epoll_loop_conn) -> c_int
 /// Closes at once with a reset (RST), discarding what is queued;
 /// `on_close(-ECONNABORTED)` follows, from the loop.
 /// Returns: 0.
-/// Errors: `-EINVAL`, `-EPIPE` (already closed). Thread safety: loop thread.
+/// Errors: `-EINVAL`, `-EPIPE` (already closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_abort(c: *mut epoll_loop_conn) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
@@ -508,8 +532,10 @@ pub unsafe extern "C" fn epoll_loop_conn_abort(c: *mut epoll_loop_conn) -> c_int
 }
 
 /// Sets the user data passed to the connection's callbacks from now on.
-/// Returns: 0. Errors: `-EINVAL` (`c` NULL or invalid).
-/// Ownership: the caller keeps owning `user_data`. Thread safety: loop thread.
+/// Returns: 0.
+/// Errors: `-EINVAL` (`c` NULL or invalid).
+/// Ownership: the caller keeps owning `user_data`.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_set_user_data(
     c: *mut epoll_loop_conn,
@@ -524,7 +550,10 @@ pub unsafe extern "C" fn epoll_loop_conn_set_user_data(
     }
 }
 
-/// The connection's user data (NULL if `c` is NULL or invalid).
+/// The connection's user data.
+/// Returns: the user data (NULL if `c` is NULL or invalid).
+/// Errors: none (an invalid handle gives NULL).
+/// Ownership: the pointer stays the caller's.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_get_user_data(c: *const epoll_loop_conn) -> *mut c_void {
@@ -544,7 +573,9 @@ pub unsafe extern "C" fn epoll_loop_conn_get_user_data(c: *const epoll_loop_conn
 /// falls to `low_water` after having been above it. Defaults: 1 MiB, 64 KiB.
 /// Returns: 0.
 /// Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
-/// `-EPIPE` (closed). Thread safety: loop thread.
+/// `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_set_limits(
     c: *mut epoll_loop_conn,
@@ -567,7 +598,10 @@ pub unsafe extern "C" fn epoll_loop_conn_set_limits(
 /// reported as `on_data(c, NULL, 0, ud)` and the connection stays open for
 /// writing until `epoll_loop_conn_shutdown` or `_close` (a proxy needs this to
 /// relay a half-close). Default: off (EOF flushes, then `on_close(0)`).
-/// Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+/// Returns: 0.
+/// Errors: `-EINVAL`, `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_set_half_open(
     c: *mut epoll_loop_conn,
@@ -585,7 +619,9 @@ pub unsafe extern "C" fn epoll_loop_conn_set_half_open(
 /// Closes the connection with `on_close(-ETIMEDOUT)` after `timeout_ms`
 /// milliseconds without a successful read or write (while connecting: after
 /// `timeout_ms` from this call). 0 turns it off.
-/// Returns: 0. Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+/// Returns: 0.
+/// Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+/// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_set_timeout(
@@ -602,7 +638,9 @@ pub unsafe extern "C" fn epoll_loop_conn_set_timeout(
 
 /// Bytes queued on the connection and not yet taken by the socket.
 /// Returns: 0, and the count in `*out`.
-/// Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed). Thread safety: loop thread.
+/// Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_get_queued(
     c: *const epoll_loop_conn,
@@ -622,7 +660,10 @@ pub unsafe extern "C" fn epoll_loop_conn_get_queued(
 
 /// The connection's socket descriptor (for `setsockopt` and the like; do not
 /// read, write or close it).
-/// Returns: the fd. Errors: `-EINVAL`, `-EPIPE` (closed). Thread safety: loop thread.
+/// Returns: the fd.
+/// Errors: `-EINVAL`, `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_fileno(c: *const epoll_loop_conn) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
@@ -657,7 +698,9 @@ fn write_name(
 /// fit any address) and its port in `*port`. Either may be NULL if not wanted.
 /// Returns: 0.
 /// Errors: `-EINVAL`, `-ENOSPC` (`host_len` too small), `-ENOTCONN` (not
-/// connected yet or any more), `-EPIPE` (closed). Thread safety: loop thread.
+/// connected yet or any more), `-EPIPE` (closed).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_peer_address(
     c: *const epoll_loop_conn,
@@ -674,7 +717,10 @@ pub unsafe extern "C" fn epoll_loop_conn_peer_address(
 }
 
 /// The connection's local address, as `epoll_loop_conn_peer_address`.
-/// Returns: 0. Errors: as `epoll_loop_conn_peer_address`. Thread safety: loop thread.
+/// Returns: 0.
+/// Errors: as `epoll_loop_conn_peer_address`.
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_local_address(
     c: *const epoll_loop_conn,

@@ -111,6 +111,14 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// An id of the calling thread (`pthread_self`): never 0 for a running thread,
+/// and cheap (one load from the thread pointer), so it can guard a hot path.
+#[inline]
+pub fn current_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as usize }
+}
+
 /// Current `CLOCK_MONOTONIC` time in nanoseconds.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {

@@ -11,14 +11,16 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The cargo profile directory holding `libepoll_loop.{so,a}` (target/debug for
-/// `cargo test`), found from this test binary's own path (`<dir>/deps/<test>`).
-/// Also makes sure the `libepoll_loop.so.0` soname link exists there.
+/// The directory holding the `libepoll_loop.{so,a}` that this very test run was
+/// built with: `<profile>/deps`, next to the test binary. (`cargo test` rebuilds
+/// the library there but does not always copy it up to `<profile>/`, so the
+/// profile directory can hold a stale library.) Also makes sure the
+/// `libepoll_loop.so.0` soname link exists there.
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let dir = exe.parent().unwrap().to_path_buf();
         assert!(
             dir.join("libepoll_loop.so").exists(),
             "no libepoll_loop.so in {}",

@@ -1,0 +1,1724 @@
+//! The stream layer (`epoll_loop_tcp_*`, `epoll_loop_conn_*`, `epoll_loop_listener_*`),
+//! signals and cross-thread posting, proved through the exported C ABI as a C
+//! program would use it: raw handles, `unsafe extern "C"` callbacks, `user_data`
+//! pointing at test state. Plus `tests/c/stream_test.c` run under ASan + UBSan
+//! (and LeakSanitizer where it works): the stream layer from C, posts from
+//! pthreads, and SIGUSR1 sent by this process to a C program that blocked it in
+//! `main` before anything else (the blocking rule cannot hold in this
+//! many-threaded test binary).
+//!
+//! Conventions of this file:
+//! - Callbacks never panic (a panic cannot unwind out of an `extern "C"` fn).
+//!   They record what happened in a [`Rec`], including failed checks made inside
+//!   callbacks ("problems"), and the test asserts after polling.
+//! - Every wait is bounded: `epoll_loop_poll` with finite timeouts until a
+//!   condition or a deadline; peers use socket timeouts.
+//! - Only 127.0.0.1 and port 0 (or a port just closed, for "refused").
+
+mod common;
+
+use ::epoll_loop::ffi::*;
+use common::{Link, Scratch, compile_c, lib_dir, out_dir, root, sanitizer_env};
+use std::cell::{Cell, RefCell};
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::{Barrier, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------
+// What the callbacks saw
+// ---------------------------------------------------------------------------
+
+/// One callback, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    Open,
+    Data(usize),
+    /// `on_data(NULL, 0)`: the peer's EOF on a half-open connection.
+    Eof,
+    Drain,
+    Close(c_int),
+}
+
+/// Runs after a callback was recorded; may call into the library.
+type Hook = Box<dyn FnMut(&Rec, *mut epoll_loop_conn, Ev)>;
+
+/// The state one connection's (or one listener's accepted connections')
+/// callbacks point at through `user_data`.
+struct Rec {
+    events: RefCell<Vec<Ev>>,
+    data: RefCell<Vec<u8>>,
+    /// The handle, from `on_open` (or set by the test after connect).
+    conn: Cell<*mut epoll_loop_conn>,
+    /// Checks that failed inside callbacks.
+    problems: RefCell<Vec<String>>,
+    hook: RefCell<Option<Hook>>,
+    /// Write back what arrives.
+    echo: Cell<bool>,
+    closed_at: Cell<Option<Instant>>,
+    /// When the last `on_data` with bytes ran.
+    data_at: Cell<Option<Instant>>,
+}
+
+impl Rec {
+    fn new() -> Rec {
+        Rec {
+            events: RefCell::default(),
+            data: RefCell::default(),
+            conn: Cell::new(std::ptr::null_mut()),
+            problems: RefCell::default(),
+            hook: RefCell::new(None),
+            echo: Cell::new(false),
+            closed_at: Cell::new(None),
+            data_at: Cell::new(None),
+        }
+    }
+
+    fn with_hook(h: impl FnMut(&Rec, *mut epoll_loop_conn, Ev) + 'static) -> Rec {
+        let r = Rec::new();
+        *r.hook.borrow_mut() = Some(Box::new(h));
+        r
+    }
+
+    fn ud(&self) -> *mut c_void {
+        std::ptr::from_ref(self).cast_mut().cast()
+    }
+
+    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.problems.borrow_mut().push(what());
+        }
+    }
+
+    /// Checks that `rc == want`, recording a problem otherwise.
+    fn expect_rc(&self, what: &str, rc: c_int, want: c_int) {
+        self.check(rc == want, || {
+            format!("{what} returned {rc}, expected {want}")
+        });
+    }
+
+    fn record(&self, c: *mut epoll_loop_conn, ev: Ev) {
+        self.events.borrow_mut().push(ev);
+        let hook = self.hook.borrow_mut().take();
+        if let Some(mut h) = hook {
+            h(self, c, ev);
+            *self.hook.borrow_mut() = Some(h);
+        }
+    }
+
+    fn events(&self) -> Vec<Ev> {
+        self.events.borrow().clone()
+    }
+
+    /// The events with each run of `Data` collapsed into one `Data(total)`.
+    fn shape(&self) -> Vec<Ev> {
+        let mut out: Vec<Ev> = Vec::new();
+        for &e in self.events.borrow().iter() {
+            match (out.last_mut(), e) {
+                (Some(Ev::Data(n)), Ev::Data(m)) => *n += m,
+                _ => out.push(e),
+            }
+        }
+        out
+    }
+
+    fn count(&self, f: impl Fn(&Ev) -> bool) -> usize {
+        self.events.borrow().iter().filter(|e| f(e)).count()
+    }
+
+    fn opened(&self) -> bool {
+        self.count(|e| *e == Ev::Open) > 0
+    }
+
+    fn closed(&self) -> bool {
+        self.count(|e| matches!(e, Ev::Close(_))) > 0
+    }
+
+    fn close_codes(&self) -> Vec<c_int> {
+        self.events
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Close(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn data(&self) -> Vec<u8> {
+        self.data.borrow().clone()
+    }
+
+    /// The lifecycle rules, for one connection: `on_open` at most once and
+    /// first; `on_close` at most once and last; without `on_open`, nothing but
+    /// `on_close`. Also no problems recorded inside callbacks.
+    fn assert_lifecycle(&self, name: &str) {
+        let ev = self.events();
+        let problems = self.problems.borrow();
+        assert!(problems.is_empty(), "{name}: {problems:#?}\nevents: {ev:?}");
+        let opens = self.count(|e| *e == Ev::Open);
+        let closes = self.count(|e| matches!(e, Ev::Close(_)));
+        assert!(opens <= 1, "{name}: on_open {opens} times: {ev:?}");
+        assert!(closes <= 1, "{name}: on_close {closes} times: {ev:?}");
+        if opens == 1 {
+            assert_eq!(ev[0], Ev::Open, "{name}: a callback before on_open: {ev:?}");
+        } else {
+            assert!(
+                ev.iter().all(|e| matches!(e, Ev::Close(_))),
+                "{name}: callbacks without on_open: {ev:?}"
+            );
+        }
+        if closes == 1 {
+            assert!(
+                matches!(ev.last(), Some(Ev::Close(_))),
+                "{name}: a callback after on_close: {ev:?}"
+            );
+        }
+    }
+}
+
+/// The `Rec` behind a callback's `user_data`.
+///
+/// # Safety
+/// `ud` is a `Rec` that outlives the loop (every test passes one).
+unsafe fn rec<'a>(ud: *mut c_void) -> &'a Rec {
+    // SAFETY: per the contract, `ud` points at a live `Rec`.
+    unsafe { &*ud.cast::<Rec>() }
+}
+
+unsafe extern "C" fn cb_open(c: *mut epoll_loop_conn, ud: *mut c_void) {
+    // SAFETY: every test passes a `Rec` that outlives its loop as user data.
+    let r = unsafe { rec(ud) };
+    r.conn.set(c);
+    r.record(c, Ev::Open);
+}
+
+unsafe extern "C" fn cb_data(
+    c: *mut epoll_loop_conn,
+    data: *const u8,
+    len: usize,
+    ud: *mut c_void,
+) {
+    // SAFETY: every test passes a `Rec` that outlives its loop as user data.
+    let r = unsafe { rec(ud) };
+    if data.is_null() {
+        r.check(len == 0, || format!("EOF report with len {len}"));
+        r.record(c, Ev::Eof);
+        return;
+    }
+    // SAFETY: the library passes `len` readable bytes at `data`, valid during the call.
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+    r.data.borrow_mut().extend_from_slice(bytes);
+    r.data_at.set(Some(Instant::now()));
+    if r.echo.get() {
+        r.expect_rc("echo write", write(c, bytes), 0);
+    }
+    r.record(c, Ev::Data(len));
+}
+
+unsafe extern "C" fn cb_drain(c: *mut epoll_loop_conn, ud: *mut c_void) {
+    // SAFETY: every test passes a `Rec` that outlives its loop as user data.
+    let r = unsafe { rec(ud) };
+    r.record(c, Ev::Drain);
+}
+
+unsafe extern "C" fn cb_close(c: *mut epoll_loop_conn, error: c_int, ud: *mut c_void) {
+    // SAFETY: every test passes a `Rec` that outlives its loop as user data.
+    let r = unsafe { rec(ud) };
+    // The handle is still valid inside on_close: calls answer, with -EPIPE.
+    // SAFETY: `c` is valid until on_close returns.
+    let got_ud = unsafe { epoll_loop_conn_get_user_data(c) };
+    r.check(got_ud == ud, || "user data inside on_close".into());
+    r.expect_rc("write inside on_close", write(c, b"x"), -libc::EPIPE);
+    r.expect_rc("close inside on_close", close(c), -libc::EPIPE);
+    r.expect_rc("shutdown inside on_close", shutdown(c), -libc::EPIPE);
+    r.expect_rc("abort inside on_close", abort(c), -libc::EPIPE);
+    r.closed_at.set(Some(Instant::now()));
+    r.record(c, Ev::Close(error));
+}
+
+const CBS: epoll_loop_conn_callbacks = epoll_loop_conn_callbacks {
+    on_open: Some(cb_open),
+    on_data: Some(cb_data),
+    on_drain: Some(cb_drain),
+    on_close: Some(cb_close),
+};
+
+// ---------------------------------------------------------------------------
+// Calls on handles. Each takes a handle the library gave this test whose
+// on_close has not returned yet, or NULL (the library answers -EINVAL).
+// ---------------------------------------------------------------------------
+
+fn write(c: *mut epoll_loop_conn, b: &[u8]) -> c_int {
+    // SAFETY: `c` is NULL or a live handle; `b` is readable for its length.
+    unsafe { epoll_loop_conn_write(c, b.as_ptr().cast(), b.len()) }
+}
+
+fn close(c: *mut epoll_loop_conn) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_close(c) }
+}
+
+fn shutdown(c: *mut epoll_loop_conn) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_shutdown(c) }
+}
+
+fn abort(c: *mut epoll_loop_conn) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_abort(c) }
+}
+
+fn pause(c: *mut epoll_loop_conn) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_pause(c) }
+}
+
+fn resume(c: *mut epoll_loop_conn) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_resume(c) }
+}
+
+fn set_limits(c: *mut epoll_loop_conn, max: usize, low: usize) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_set_limits(c, max, low) }
+}
+
+fn set_half_open(c: *mut epoll_loop_conn, on: bool) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_set_half_open(c, c_int::from(on)) }
+}
+
+fn set_timeout(c: *mut epoll_loop_conn, ms: u32) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_set_timeout(c, ms) }
+}
+
+/// The queued byte count, or the error code.
+fn queued(c: *mut epoll_loop_conn) -> Result<usize, c_int> {
+    let mut n = usize::MAX;
+    // SAFETY: `c` is NULL or a live handle; `n` is writable.
+    let rc = unsafe { epoll_loop_conn_get_queued(c, &mut n) };
+    if rc == 0 { Ok(n) } else { Err(rc) }
+}
+
+fn fileno(c: *mut epoll_loop_conn) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_fileno(c) }
+}
+
+/// Which address getter to call.
+#[derive(Clone, Copy)]
+enum Side {
+    Peer,
+    Local,
+}
+
+/// An address getter with a `cap`-byte host buffer: `Ok((host, port))` or the code.
+fn address(c: *mut epoll_loop_conn, side: Side, cap: usize) -> Result<(String, u16), c_int> {
+    let mut host = vec![0 as c_char; cap.max(1)];
+    let mut port = 0u16;
+    // SAFETY: `c` is NULL or a live handle; `host` is writable for `cap` bytes
+    // (at least one), `port` is writable.
+    let rc = unsafe {
+        match side {
+            Side::Peer => epoll_loop_conn_peer_address(c, host.as_mut_ptr(), cap, &mut port),
+            Side::Local => epoll_loop_conn_local_address(c, host.as_mut_ptr(), cap, &mut port),
+        }
+    };
+    if rc != 0 {
+        return Err(rc);
+    }
+    // SAFETY: on success the library wrote a NUL-terminated string into `host`.
+    let text = unsafe { CStr::from_ptr(host.as_ptr()) };
+    Ok((text.to_string_lossy().into_owned(), port))
+}
+
+/// Sets the socket's send buffer (small buffers make "the socket is full" quick).
+fn set_sndbuf(fd: c_int, bytes: c_int) {
+    assert_eq!(
+        set_buf(fd, libc::SO_SNDBUF, bytes),
+        0,
+        "setsockopt(SO_SNDBUF)"
+    );
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, bytes)`: 0 or -1 (usable inside callbacks).
+fn set_buf(fd: c_int, opt: c_int, bytes: c_int) -> c_int {
+    // SAFETY: plain setsockopt on a socket fd the test owns (or the library lent),
+    // with a pointer to a live c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loop and listener
+// ---------------------------------------------------------------------------
+
+/// A loop owned by the test, freed on drop. Declare the `Rec`s a test's
+/// callbacks point at before it, so they outlive it.
+struct Loop(*mut epoll_loop);
+
+impl Loop {
+    fn new() -> Loop {
+        let mut p = std::ptr::null_mut();
+        // SAFETY: `p` is a writable out-pointer.
+        assert_eq!(unsafe { epoll_loop_new(&mut p) }, 0, "epoll_loop_new");
+        assert!(!p.is_null());
+        Loop(p)
+    }
+
+    fn poll(&self, ms: c_int) -> c_int {
+        // SAFETY: a live loop, driven by this thread only.
+        let rc = unsafe { epoll_loop_poll(self.0, ms) };
+        assert!(rc >= 0, "epoll_loop_poll: {rc}");
+        rc
+    }
+
+    fn stats(&self) -> epoll_loop_stats {
+        let mut st = epoll_loop_stats::default();
+        // SAFETY: a live loop; `st` is writable.
+        assert_eq!(unsafe { epoll_loop_get_stats(self.0, &mut st) }, 0);
+        st
+    }
+
+    /// Polls until `done()`, failing after `limit`.
+    fn poll_until(&self, what: &str, limit: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+            self.poll(20);
+        }
+    }
+
+    /// Polls for `d` (to show that nothing more happens).
+    fn poll_for(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            self.poll(10);
+        }
+    }
+
+    fn listen(&self, srv: &Rec) -> Listener {
+        let mut l = std::ptr::null_mut();
+        // SAFETY: a live loop; the host is a C string; `CBS` is static; `srv`
+        // outlives the loop (declared before it); `l` is writable.
+        let rc = unsafe {
+            epoll_loop_tcp_listen(self.0, c"127.0.0.1".as_ptr(), 0, 0, &CBS, srv.ud(), &mut l)
+        };
+        assert_eq!(rc, 0, "epoll_loop_tcp_listen");
+        Listener(l)
+    }
+
+    /// An outgoing connection to 127.0.0.1:`port` with `rec`'s callbacks.
+    fn connect(&self, port: u16, rec: &Rec) -> *mut epoll_loop_conn {
+        let mut c = std::ptr::null_mut();
+        // SAFETY: as in `listen`; `c` is writable.
+        let rc = unsafe {
+            epoll_loop_tcp_connect(self.0, c"127.0.0.1".as_ptr(), port, &CBS, rec.ud(), &mut c)
+        };
+        assert_eq!(rc, 0, "epoll_loop_tcp_connect to port {port}");
+        assert!(!c.is_null());
+        rec.conn.set(c);
+        c
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        // SAFETY: a live loop nothing else frees; no callback is running.
+        let rc = unsafe { epoll_loop_free(self.0) };
+        if !thread::panicking() {
+            assert_eq!(rc, 0, "epoll_loop_free");
+        }
+    }
+}
+
+/// A listener, closed on drop.
+struct Listener(*mut epoll_loop_listener);
+
+impl Listener {
+    fn port(&self) -> u16 {
+        // SAFETY: a live listener.
+        let p = unsafe { epoll_loop_listener_port(self.0) };
+        assert!(p > 0, "epoll_loop_listener_port: {p}");
+        p as u16
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: a live listener, closed once.
+        let rc = unsafe { epoll_loop_listener_close(self.0) };
+        if !thread::panicking() {
+            assert_eq!(rc, 0, "epoll_loop_listener_close");
+        }
+    }
+}
+
+/// A std listener on 127.0.0.1, port 0, and its address.
+fn std_listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+/// A port on 127.0.0.1 where nothing listens: bound, then closed at once.
+fn closed_port() -> u16 {
+    let (l, a) = std_listener();
+    drop(l);
+    a.port()
+}
+
+/// Deterministic test bytes: byte `i` of stream `seed`.
+fn pattern(seed: u64, start: usize, len: usize) -> Vec<u8> {
+    (start..start + len)
+        .map(|i| {
+            let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+            (x >> 29) as u8
+        })
+        .collect()
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Callback order and exactly-once
+// ---------------------------------------------------------------------------
+
+/// A client writes before `on_open` (queued while connecting), the server
+/// echoes, the client closes after the whole echo arrived. On both sides:
+/// `on_open` first, `on_close(0)` once and last, the handle answering inside
+/// `on_close`; nothing after it. Right after `_close` returns, `_write`,
+/// `_close` and `_shutdown` answer -EPIPE.
+#[test]
+fn callbacks_come_in_order_and_on_close_exactly_once() {
+    const N: usize = 200 * 1024;
+    let srv = Rec::new();
+    srv.echo.set(true);
+    let got = Cell::new(0usize);
+    let cli = Rec::with_hook(move |r, c, ev| {
+        if let Ev::Data(n) = ev {
+            got.set(got.get() + n);
+            if got.get() == N {
+                r.expect_rc("close", close(c), 0);
+                r.expect_rc("write after close", write(c, b"late"), -libc::EPIPE);
+                r.expect_rc("close after close", close(c), -libc::EPIPE);
+                r.expect_rc("shutdown after close", shutdown(c), -libc::EPIPE);
+            }
+        }
+    });
+    let lp = Loop::new();
+    let l = lp.listen(&srv);
+    let c = lp.connect(l.port(), &cli);
+    let msg = pattern(1, 0, N);
+    assert_eq!(write(c, &msg), 0, "a write before on_open is queued");
+    assert!(
+        !cli.opened(),
+        "on_open never runs inside epoll_loop_tcp_connect"
+    );
+    let t0 = Instant::now();
+    lp.poll_until("both sides closed", WAIT, || cli.closed() && srv.closed());
+    println!("echo of {N} bytes and close: {:?}", t0.elapsed());
+    lp.poll_for(Duration::from_millis(100));
+
+    cli.assert_lifecycle("client");
+    srv.assert_lifecycle("server");
+    assert_eq!(cli.data(), msg, "echo is byte-exact");
+    assert_eq!(srv.data(), msg);
+    assert_eq!(cli.close_codes(), vec![0]);
+    assert_eq!(srv.close_codes(), vec![0]);
+    assert_eq!(srv.shape(), vec![Ev::Open, Ev::Data(N), Ev::Close(0)]);
+    assert!(
+        cli.count(|e| *e == Ev::Drain) <= 1,
+        "client: {:?}",
+        cli.shape()
+    );
+}
+
+/// A refused connect: `on_close(-ECONNREFUSED)` only, never `on_open`.
+#[test]
+fn connect_refused_reports_econnrefused_and_never_opens() {
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let port = closed_port();
+    let t0 = Instant::now();
+    let c = lp.connect(port, &cli);
+    // Writes and a shutdown while connecting are accepted (queued)...
+    assert_eq!(write(c, b"queued"), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    println!("refused connect reported after {:?}", t0.elapsed());
+    lp.poll_for(Duration::from_millis(50));
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.events(), vec![Ev::Close(-libc::ECONNREFUSED)]);
+}
+
+/// Connecting to a port whose accept queue is full: Linux drops the SYN
+/// (`tcp_conn_request`: `sk_acceptq_is_full` -> drop, whatever
+/// `tcp_syncookies` says, with `tcp_abort_on_overflow` 0), so the connect
+/// hangs in SYN_SENT; `epoll_loop_conn_set_timeout(c, 300)` ends it with
+/// `on_close(-ETIMEDOUT)` and no `on_open`. The queue is a std listener whose
+/// backlog is lowered to 0 with a second `listen(2)` (allowed on a listening
+/// socket: it only changes the backlog) and filled with plain connections until
+/// one of them cannot complete its handshake within 300 ms. While it hangs,
+/// the peer address is -ENOTCONN.
+#[test]
+fn connect_to_a_black_hole_times_out_with_etimedout() {
+    let (l, addr) = std_listener();
+    // SAFETY: listen(2) on a socket this test owns.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let mut fillers = Vec::new();
+    let mut blocked = false;
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                blocked = true;
+                break;
+            }
+            Err(e) => panic!("filler connect: {e}"),
+        }
+    }
+    assert!(
+        blocked,
+        "the kernel completed 16 handshakes on a backlog-0 listener: cannot make a black hole"
+    );
+    println!("accept queue full after {} connections", fillers.len());
+
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    let t0 = Instant::now();
+    assert_eq!(set_timeout(c, 300), 0);
+    lp.poll(20);
+    assert_eq!(
+        address(c, Side::Peer, 64),
+        Err(-libc::ENOTCONN),
+        "peer address while connecting"
+    );
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("black-holed connect: on_close after {took:?} (timeout 300 ms)");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.events(), vec![Ev::Close(-libc::ETIMEDOUT)]);
+    assert!(
+        took >= Duration::from_millis(295) && took < Duration::from_millis(2000),
+        "timeout of 300 ms fired after {took:?}"
+    );
+    drop(fillers);
+}
+
+/// Every connection/listener call with NULL where a handle or a required
+/// pointer goes answers -EINVAL (or NULL / 0 where documented).
+#[test]
+fn calls_with_null_return_einval() {
+    let null_c = std::ptr::null_mut::<epoll_loop_conn>();
+    let null_l = std::ptr::null_mut::<epoll_loop_listener>();
+    let einval = -libc::EINVAL;
+    assert_eq!(write(null_c, b"x"), einval);
+    assert_eq!(close(null_c), einval);
+    assert_eq!(shutdown(null_c), einval);
+    assert_eq!(abort(null_c), einval);
+    assert_eq!(pause(null_c), einval);
+    assert_eq!(resume(null_c), einval);
+    assert_eq!(set_limits(null_c, 100, 10), einval);
+    assert_eq!(set_half_open(null_c, true), einval);
+    assert_eq!(set_timeout(null_c, 10), einval);
+    assert_eq!(queued(null_c), Err(einval));
+    assert_eq!(fileno(null_c), einval);
+    assert_eq!(address(null_c, Side::Peer, 64), Err(einval));
+    assert_eq!(address(null_c, Side::Local, 64), Err(einval));
+    // SAFETY: NULL handles are answered with codes, per the API.
+    unsafe {
+        assert_eq!(
+            epoll_loop_conn_set_user_data(null_c, std::ptr::dangling_mut::<c_void>()),
+            einval
+        );
+        assert!(epoll_loop_conn_get_user_data(null_c).is_null());
+        assert_eq!(epoll_loop_listener_port(null_l), einval);
+        assert_eq!(epoll_loop_listener_set_limits(null_l, 100, 10), einval);
+        assert_eq!(
+            epoll_loop_listener_close(null_l),
+            0,
+            "close(NULL) is a no-op"
+        );
+    }
+
+    let rec = Rec::new();
+    let lp = Loop::new();
+    let mut out_l = std::ptr::null_mut();
+    let mut out_c = std::ptr::null_mut();
+    let host = c"127.0.0.1".as_ptr();
+    // SAFETY: NULL loops, callbacks and out-pointers are answered with -EINVAL
+    // (nothing is written); the non-NULL arguments are valid.
+    unsafe {
+        let null_loop = std::ptr::null_mut();
+        assert_eq!(
+            epoll_loop_tcp_listen(null_loop, host, 0, 0, &CBS, rec.ud(), &mut out_l),
+            einval
+        );
+        assert_eq!(
+            epoll_loop_tcp_listen(lp.0, host, 0, 0, std::ptr::null(), rec.ud(), &mut out_l),
+            einval
+        );
+        assert_eq!(
+            epoll_loop_tcp_listen(lp.0, host, 0, 0, &CBS, rec.ud(), std::ptr::null_mut()),
+            einval
+        );
+        assert_eq!(
+            epoll_loop_tcp_connect(null_loop, host, 9, &CBS, rec.ud(), &mut out_c),
+            einval
+        );
+        assert_eq!(
+            epoll_loop_tcp_connect(lp.0, host, 9, std::ptr::null(), rec.ud(), &mut out_c),
+            einval
+        );
+        assert_eq!(
+            epoll_loop_tcp_connect(lp.0, host, 9, &CBS, rec.ud(), std::ptr::null_mut()),
+            einval
+        );
+        let bad_utf8 = c"\xff\xfe".as_ptr();
+        assert_eq!(
+            epoll_loop_tcp_connect(lp.0, bad_utf8, 9, &CBS, rec.ud(), &mut out_c),
+            einval
+        );
+    }
+    assert!(
+        out_l.is_null() && out_c.is_null(),
+        "out-pointers written only on success"
+    );
+
+    // On a live connection: NULL buffer, bad limits, NULL out-pointer.
+    let l = lp.listen(&rec);
+    let cli = Rec::new();
+    let c = lp.connect(l.port(), &cli);
+    assert_eq!(write(c, b""), 0, "len 0 is a no-op");
+    // SAFETY: a live handle; a NULL buffer with len > 0 is answered with -EINVAL.
+    assert_eq!(
+        unsafe { epoll_loop_conn_write(c, std::ptr::null(), 5) },
+        einval
+    );
+    assert_eq!(
+        set_limits(c, 100, 100),
+        einval,
+        "low_water must be below max_queue"
+    );
+    assert_eq!(set_limits(c, 0, 0), einval);
+    assert_eq!(set_limits(c, 1 << 33, 10), einval, "above 4 GiB");
+    // SAFETY: a live handle and a NULL out-pointer (answered with -EINVAL).
+    assert_eq!(
+        unsafe { epoll_loop_conn_get_queued(c, std::ptr::null_mut()) },
+        einval
+    );
+    // SAFETY: a live listener.
+    unsafe {
+        assert_eq!(epoll_loop_listener_set_limits(l.0, 10, 10), einval);
+        assert_eq!(epoll_loop_listener_set_limits(l.0, 0, 0), einval);
+    }
+    assert!(!cli.closed());
+}
+
+/// Between "closed" and "reported": after `_abort`, the connection is closed
+/// but `on_close` comes later, from the loop. Every call on the handle then
+/// answers -EPIPE, both outside a callback and inside one (where the library
+/// still holds the connection while its callback runs).
+#[test]
+fn closed_but_not_yet_reported_answers_epipe() {
+    let srv = Rec::with_hook(|r, c, ev| {
+        if ev != Ev::Data(3) {
+            return;
+        }
+        let epipe = -libc::EPIPE;
+        let closes = r.close_codes().len();
+        r.expect_rc("abort", abort(c), 0);
+        r.check(r.close_codes().len() == closes, || {
+            "on_close ran inside abort".into()
+        });
+        r.expect_rc(
+            "write after abort (inside a callback)",
+            write(c, b"x"),
+            epipe,
+        );
+        r.expect_rc("close after abort (inside a callback)", close(c), epipe);
+        r.expect_rc(
+            "shutdown after abort (inside a callback)",
+            shutdown(c),
+            epipe,
+        );
+        r.expect_rc("abort after abort (inside a callback)", abort(c), epipe);
+        r.expect_rc(
+            "set_timeout after abort (inside a callback)",
+            set_timeout(c, 5),
+            epipe,
+        );
+        r.expect_rc("pause after abort (inside a callback)", pause(c), epipe);
+        r.expect_rc("resume after abort (inside a callback)", resume(c), epipe);
+        r.expect_rc(
+            "set_limits after abort (inside a callback)",
+            set_limits(c, 100, 10),
+            epipe,
+        );
+        r.expect_rc(
+            "set_half_open after abort (inside a callback)",
+            set_half_open(c, true),
+            epipe,
+        );
+        r.check(queued(c) == Err(epipe), || {
+            format!(
+                "get_queued after abort (inside a callback): {:?}",
+                queued(c)
+            )
+        });
+        r.expect_rc("fileno after abort (inside a callback)", fileno(c), epipe);
+        r.check(address(c, Side::Peer, 64) == Err(epipe), || {
+            format!(
+                "peer_address after abort (inside a callback): {:?}",
+                address(c, Side::Peer, 64)
+            )
+        });
+    });
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let l = lp.listen(&srv);
+    let c = lp.connect(l.port(), &cli);
+    lp.poll_until("client open", WAIT, || cli.opened());
+
+    // Outside a callback: the client's own connection.
+    let epipe = -libc::EPIPE;
+    assert_eq!(close(c), 0);
+    assert!(!cli.closed(), "on_close never runs inside _close");
+    assert_eq!(write(c, b"x"), epipe, "write while closing");
+    assert_eq!(close(c), epipe, "close while closing");
+    assert_eq!(shutdown(c), epipe, "shutdown while closing");
+    assert_eq!(set_timeout(c, 5), epipe, "set_timeout while closing");
+    lp.poll_until("client closed", WAIT, || cli.closed());
+
+    // Inside a callback: the server aborts its side in on_data (see the hook).
+    let cli2 = Rec::new();
+    let c2 = lp.connect(l.port(), &cli2);
+    assert_eq!(write(c2, b"abc"), 0);
+    lp.poll_until("both closed", WAIT, || {
+        cli2.closed() && srv.count(|e| matches!(e, Ev::Close(_))) == 2
+    });
+    let problems = srv.problems.borrow().clone();
+    assert!(problems.is_empty(), "server side: {problems:#?}");
+    assert_eq!(cli.close_codes(), vec![0]);
+    assert_eq!(cli2.close_codes(), vec![-libc::ECONNRESET]);
+    assert_eq!(
+        srv.close_codes(),
+        vec![0, -libc::ECONNABORTED],
+        "server: {:?}",
+        srv.events()
+    );
+    cli.assert_lifecycle("client");
+    cli2.assert_lifecycle("client 2");
+}
+
+/// `_close` right after `_connect`, with a request written before `on_open`:
+/// the documented contract ("writes made before `on_open` are queued and sent
+/// once it is open"; `_close` "sends what is queued, then closes") means the
+/// peer gets the request, then EOF; the client sees `on_open` (the connect
+/// did complete), then `on_close(0)`. With nothing queued the close is at once
+/// (`on_close(0)`, no `on_open`); a refused connect still reports its error.
+/// (`_shutdown` while connecting already works that way, see
+/// `shutdown_default_mode_the_server_flushes_then_closes`.)
+#[test]
+fn close_while_connecting_still_sends_what_was_written() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    assert_eq!(write(c, b"request written before on_open"), 0);
+    assert_eq!(close(c), 0);
+    assert_eq!(write(c, b"x"), -libc::EPIPE, "write after close");
+    let (mut peer, _) = sl.accept().unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        peer.read_to_end(&mut v).map(|_| v)
+    });
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    lp.poll_for(Duration::from_millis(50));
+    let got = reader.join().unwrap();
+    println!(
+        "close while connecting: client events {:?}, peer read {:?}",
+        cli.shape(),
+        got.as_ref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    );
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![0]);
+    assert_eq!(
+        got.map_err(|e| e.kind()),
+        Ok(b"request written before on_open".to_vec()),
+        "the peer gets the queued request, then EOF"
+    );
+    assert_eq!(cli.shape(), vec![Ev::Open, Ev::Close(0)]);
+
+    // Nothing queued: closed at once, without on_open.
+    let cli2 = Rec::new();
+    let c2 = lp.connect(addr.port(), &cli2);
+    assert_eq!(close(c2), 0);
+    lp.poll_until("on_close", WAIT, || cli2.closed());
+    lp.poll_for(Duration::from_millis(50));
+    assert_eq!(cli2.events(), vec![Ev::Close(0)]);
+    drop(sl.accept().unwrap());
+
+    // Queued, then refused: the connect's error, no on_open.
+    let cli3 = Rec::new();
+    let c3 = lp.connect(closed_port(), &cli3);
+    assert_eq!(write(c3, b"never delivered"), 0);
+    assert_eq!(close(c3), 0);
+    lp.poll_until("on_close", WAIT, || cli3.closed());
+    assert_eq!(cli3.events(), vec![Ev::Close(-libc::ECONNREFUSED)]);
+    cli3.assert_lifecycle("client 3");
+}
+
+// ---------------------------------------------------------------------------
+// Writing, backpressure, pause/resume, abort
+// ---------------------------------------------------------------------------
+
+/// With a 64 KiB cap and a peer that does not read: writes go straight to the
+/// socket, then queue, then fail whole with -ENOBUFS (nothing of a refused
+/// write is queued); a write that fits exactly is taken. When the peer reads,
+/// `on_drain` runs once, with the queue at or below the 16 KiB low-water
+/// mark, and the peer gets every accepted byte in order.
+#[test]
+fn write_is_all_or_nothing_enobufs_past_the_cap_and_drain_at_low_water() {
+    const CAP: usize = 64 * 1024;
+    const LOW: usize = 16 * 1024;
+    const CHUNK: usize = 8 * 1024;
+    let queued_at_drain = std::rc::Rc::new(Cell::new(usize::MAX));
+    let q = queued_at_drain.clone();
+    let cli = Rec::with_hook(move |r, c, ev| {
+        if ev == Ev::Drain {
+            let n = queued(c);
+            r.check(n.is_ok(), || format!("get_queued in on_drain: {n:?}"));
+            q.set(n.unwrap_or(usize::MAX));
+        }
+    });
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    set_sndbuf(fileno(c), 16 * 1024);
+    assert_eq!(set_limits(c, CAP, LOW), 0);
+
+    let mut sent = 0usize;
+    let mut direct = None;
+    loop {
+        let chunk = pattern(7, sent, CHUNK);
+        match write(c, &chunk) {
+            0 => sent += CHUNK,
+            rc if rc == -libc::ENOBUFS => break,
+            rc => panic!("write: {rc}"),
+        }
+        if direct.is_none() && queued(c).unwrap() > 0 {
+            direct = Some(sent);
+        }
+        assert!(sent < 64 << 20, "the cap never applied");
+    }
+    let q0 = queued(c).unwrap();
+    println!(
+        "socket took {} bytes directly; {sent} accepted in all; {q0} queued at -ENOBUFS (cap {CAP})",
+        direct.unwrap_or(0)
+    );
+    assert!(
+        q0 <= CAP && q0 + CHUNK > CAP,
+        "refused only past the cap: queued {q0}"
+    );
+    assert_eq!(write(c, &pattern(7, sent, CHUNK)), -libc::ENOBUFS);
+    assert_eq!(queued(c).unwrap(), q0, "a refused write queues nothing");
+    // Exactly up to the cap is fine; one byte more is not.
+    let rest = CAP - q0;
+    if rest > 0 {
+        assert_eq!(write(c, &pattern(7, sent, rest)), 0);
+        sent += rest;
+    }
+    assert_eq!(queued(c).unwrap(), CAP);
+    assert_eq!(write(c, &pattern(7, sent, 1)), -libc::ENOBUFS);
+    assert_eq!(cli.count(|e| *e == Ev::Drain), 0);
+
+    let total = sent;
+    let reader = thread::spawn(move || {
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = vec![0u8; total];
+        peer.read_exact(&mut got).map(|()| (peer, got))
+    });
+    lp.poll_until("queue empty", WAIT, || queued(c) == Ok(0));
+    let (mut peer, got) = reader.join().unwrap().expect("peer read");
+    assert!(
+        got == pattern(7, 0, total),
+        "the peer got the accepted bytes in order"
+    );
+    assert_eq!(cli.count(|e| *e == Ev::Drain), 1, "{:?}", cli.shape());
+    let at_drain = queued_at_drain.get();
+    println!("on_drain ran with {at_drain} bytes queued (low-water mark {LOW})");
+    assert!(at_drain <= LOW);
+
+    // A write larger than the cap can never be queued: it fails whole even on an
+    // empty queue (and no on_drain will follow).
+    let big = pattern(8, 0, CAP + 1);
+    let rc = write(c, &big);
+    println!(
+        "a {}-byte write with an empty queue and a {CAP}-byte cap: {rc}",
+        big.len()
+    );
+    assert!(rc < 0 && queued(c) == Ok(0));
+
+    assert_eq!(close(c), 0);
+    lp.poll_until("closed", WAIT, || cli.closed());
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the accepted bytes");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![0]);
+}
+
+/// A paused connection gets no `on_data`, and TCP pushes back on the peer (its
+/// non-blocking writes end in EAGAIN); after `_resume` everything arrives in
+/// order. Pause and resume are idempotent.
+#[test]
+fn pause_stops_on_data_and_resume_delivers_everything() {
+    let srv = Rec::with_hook(|r, c, ev| {
+        if ev == Ev::Open {
+            r.expect_rc("pause in on_open", pause(c), 0);
+            r.expect_rc("pause twice", pause(c), 0);
+        }
+    });
+    let lp = Loop::new();
+    let l = lp.listen(&srv);
+    let mut peer = TcpStream::connect(("127.0.0.1", l.port())).unwrap();
+    lp.poll_until("server open", WAIT, || srv.opened());
+    let c = srv.conn.get();
+    set_sndbuf(peer.as_raw_fd(), 16 * 1024);
+    peer.set_nonblocking(true).unwrap();
+    let mut sent = 0usize;
+    let t0 = Instant::now();
+    loop {
+        let chunk = pattern(3, sent, 4096);
+        match peer.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                // The loop may still be reading nothing; give it a chance to
+                // (wrongly) deliver, then try once more.
+                lp.poll_for(Duration::from_millis(20));
+                match peer.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 256 << 20, "no backpressure: {sent} bytes written");
+        assert!(t0.elapsed() < WAIT, "no backpressure within {WAIT:?}");
+    }
+    lp.poll_for(Duration::from_millis(100));
+    println!("paused: the peer could write {sent} bytes before EAGAIN");
+    assert_eq!(
+        srv.count(|e| matches!(e, Ev::Data(_))),
+        0,
+        "on_data while paused"
+    );
+    assert_eq!(resume(c), 0);
+    assert_eq!(resume(c), 0, "resume twice");
+    lp.poll_until("all data", WAIT, || srv.data.borrow().len() == sent);
+    assert!(srv.data() == pattern(3, 0, sent), "byte-exact after resume");
+
+    // Pause again mid-stream: nothing more arrives until resume.
+    assert_eq!(pause(c), 0);
+    peer.set_nonblocking(false).unwrap();
+    peer.write_all(b"more").unwrap();
+    lp.poll_for(Duration::from_millis(100));
+    assert_eq!(srv.data.borrow().len(), sent);
+    assert_eq!(resume(c), 0);
+    lp.poll_until("more", WAIT, || srv.data.borrow().len() == sent + 4);
+    drop(peer);
+    lp.poll_until("closed", WAIT, || srv.closed());
+    srv.assert_lifecycle("server");
+    assert_eq!(srv.close_codes(), vec![0]);
+}
+
+/// A paused connection whose both directions are shut (the peer sent data and
+/// FIN, and we shut down our side: the socket reports EPOLLHUP) still holds
+/// unread bytes: they must be delivered after `_resume`, then EOF closes it.
+/// (A proxy meets this when it relays a half-close while the reader is paused
+/// for backpressure.)
+#[test]
+fn paused_connection_keeps_unread_data_when_both_sides_have_shut_down() {
+    let cli = Rec::with_hook(|r, c, ev| {
+        if ev == Ev::Open {
+            r.expect_rc("pause", pause(c), 0);
+        }
+    });
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    peer.write_all(b"sent before the peer's FIN").unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(shutdown(c), 0);
+    lp.poll_for(Duration::from_millis(50));
+    // Parked, not spinning: EPOLLHUP cannot be masked out, yet the loop must not
+    // be woken by it over and over.
+    let before = lp.stats();
+    lp.poll_for(Duration::from_millis(200));
+    let after = lp.stats();
+    println!(
+        "paused with EPOLLHUP pending: events {:?}; {} fd events and {} iterations in 200 ms",
+        cli.shape(),
+        after.events - before.events,
+        after.iterations - before.iterations
+    );
+    assert!(
+        after.events - before.events <= 2,
+        "busy loop on EPOLLHUP while paused: {} events in 200 ms",
+        after.events - before.events
+    );
+    assert!(
+        !cli.closed(),
+        "closed while paused, dropping the unread bytes: {:?}",
+        cli.events()
+    );
+    assert_eq!(resume(c), 0);
+    lp.poll_until("closed", WAIT, || cli.closed());
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.data(), b"sent before the peer's FIN");
+    assert_eq!(cli.close_codes(), vec![0]);
+}
+
+/// `_abort`: `on_close(-ECONNABORTED)` from the loop (not inside the call),
+/// queued bytes dropped, and the peer sees a reset.
+#[test]
+fn abort_closes_with_econnaborted_and_the_peer_sees_a_reset() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    peer.write_all(b"unread by the library").unwrap();
+    lp.poll_until("data", WAIT, || !cli.data.borrow().is_empty());
+    assert_eq!(abort(c), 0);
+    assert!(!cli.closed(), "on_close never runs inside _abort");
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ECONNABORTED]);
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 16];
+    let r = peer.read(&mut buf);
+    println!("peer read after abort: {r:?}");
+    assert_eq!(
+        r.map_err(|e| e.kind()),
+        Err(ErrorKind::ConnectionReset),
+        "the peer sees a reset"
+    );
+}
+
+/// An idle connection with a timeout closes with `on_close(-ETIMEDOUT)`; traffic
+/// keeps it open.
+#[test]
+fn idle_timeout_closes_with_etimedout_and_traffic_defers_it() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(set_timeout(c, 300), 0);
+    // Traffic every 100 ms for 600 ms keeps it alive.
+    for i in 0..6 {
+        peer.write_all(&[i]).unwrap();
+        lp.poll_for(Duration::from_millis(100));
+    }
+    assert!(!cli.closed(), "closed despite traffic: {:?}", cli.events());
+    lp.poll_until("timeout", WAIT, || cli.closed());
+    let closed = cli.closed_at.get().unwrap();
+    let idle = closed - cli.data_at.get().unwrap();
+    println!(
+        "idle timeout 300 ms: closed {idle:?} after the last read ({:?} after set_timeout)",
+        closed - t0
+    );
+    assert!(
+        idle >= Duration::from_millis(295) && idle < Duration::from_millis(2000),
+        "closed {idle:?} after the last read"
+    );
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert_eq!(cli.data(), vec![0, 1, 2, 3, 4, 5]);
+}
+
+// ---------------------------------------------------------------------------
+// Half-close
+// ---------------------------------------------------------------------------
+
+/// Default mode: the client shuts down (before it is even open: after its
+/// queue); the server sees data, then EOF, which is not reported as data: the
+/// server flushes what it queued (a 4 MiB reply the paused client has not read
+/// yet: the server waits) and then closes with `on_close(0)`. The client gets
+/// the whole reply and then `on_close(0)`.
+#[test]
+fn shutdown_default_mode_the_server_flushes_then_closes() {
+    const REPLY: usize = 4 << 20;
+    let reply = pattern(11, 0, REPLY);
+    let queued_after_reply = std::rc::Rc::new(Cell::new(0usize));
+    let qr = queued_after_reply.clone();
+    let srv = Rec::with_hook(move |r, c, ev| match ev {
+        Ev::Open => {
+            r.expect_rc("set_limits", set_limits(c, 8 << 20, 64 << 10), 0);
+            // Small kernel buffers: the reply cannot hide in them.
+            r.expect_rc(
+                "SO_SNDBUF",
+                set_buf(fileno(c), libc::SO_SNDBUF, 16 << 10),
+                0,
+            );
+        }
+        Ev::Data(_) if r.data.borrow().as_slice() == b"request" => {
+            r.expect_rc("reply", write(c, &reply), 0);
+            qr.set(queued(c).unwrap_or(0));
+        }
+        _ => {}
+    });
+    let cli = Rec::with_hook(|r, c, ev| {
+        if ev == Ev::Open {
+            r.expect_rc("pause", pause(c), 0);
+        }
+    });
+    let lp = Loop::new();
+    let l = lp.listen(&srv);
+    let c = lp.connect(l.port(), &cli);
+    assert_eq!(set_buf(fileno(c), libc::SO_RCVBUF, 16 << 10), 0);
+    assert_eq!(write(c, b"request"), 0);
+    assert_eq!(shutdown(c), 0, "shutdown while connecting: after the queue");
+    assert_eq!(shutdown(c), 0, "shutdown twice");
+    assert_eq!(write(c, b"x"), -libc::EPIPE, "write after shutdown");
+    lp.poll_until("server got the request", WAIT, || {
+        srv.data.borrow().len() == 7
+    });
+    lp.poll_for(Duration::from_millis(200));
+    println!(
+        "server: {} of {REPLY} reply bytes still queued when the client's EOF came",
+        queued_after_reply.get()
+    );
+    assert!(
+        queued_after_reply.get() > 0,
+        "the reply should not fit in the socket"
+    );
+    assert!(
+        !srv.closed(),
+        "server closed with its reply queued: {:?}",
+        srv.events()
+    );
+    assert_eq!(resume(c), 0);
+    lp.poll_until("both closed", WAIT, || cli.closed() && srv.closed());
+    srv.assert_lifecycle("server");
+    cli.assert_lifecycle("client");
+    // The drain: the reply's queue fell to the low-water mark while flushing.
+    assert_eq!(
+        srv.shape(),
+        vec![Ev::Open, Ev::Data(7), Ev::Drain, Ev::Close(0)]
+    );
+    assert_eq!(cli.close_codes(), vec![0]);
+    assert_eq!(
+        cli.count(|e| *e == Ev::Eof),
+        0,
+        "no EOF report in default mode"
+    );
+    assert!(
+        cli.data() == pattern(11, 0, REPLY),
+        "the whole reply, byte-exact"
+    );
+}
+
+/// Half-open on the server: the client's EOF arrives as `on_data(NULL, 0)`; the
+/// server still writes after it (the client receives that), then its shutdown
+/// completes the close on both sides. A write after one's own shutdown is -EPIPE.
+#[test]
+fn half_open_server_writes_after_eof_then_shutdown_completes_the_close() {
+    let srv = Rec::with_hook(|r, c, ev| match ev {
+        Ev::Open => r.expect_rc("set_half_open", set_half_open(c, true), 0),
+        Ev::Eof => {
+            r.expect_rc("write after EOF", write(c, b"answer after your EOF"), 0);
+            r.expect_rc("shutdown", shutdown(c), 0);
+            r.expect_rc("write after shutdown", write(c, b"x"), -libc::EPIPE);
+        }
+        _ => {}
+    });
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let l = lp.listen(&srv);
+    let c = lp.connect(l.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    assert_eq!(write(c, b"question"), 0);
+    assert_eq!(shutdown(c), 0);
+    lp.poll_until("both closed", WAIT, || cli.closed() && srv.closed());
+    srv.assert_lifecycle("server");
+    cli.assert_lifecycle("client");
+    assert_eq!(
+        srv.shape(),
+        vec![Ev::Open, Ev::Data(8), Ev::Eof, Ev::Close(0)]
+    );
+    assert_eq!(srv.data(), b"question");
+    assert_eq!(cli.data(), b"answer after your EOF");
+    assert_eq!(cli.close_codes(), vec![0]);
+}
+
+/// The other way round: the server shuts down first; the half-open client sees
+/// EOF as `on_data(NULL, 0)`, keeps writing (the server, in default mode with
+/// its own FIN sent, receives it), then shuts down: both close with 0.
+#[test]
+fn half_open_client_writes_after_the_servers_shutdown() {
+    let srv = Rec::with_hook(|r, c, ev| {
+        if ev == Ev::Open {
+            r.expect_rc("write", write(c, b"hello, then FIN"), 0);
+            r.expect_rc("shutdown", shutdown(c), 0);
+        }
+    });
+    let cli = Rec::with_hook(|r, c, ev| match ev {
+        Ev::Open => r.expect_rc("set_half_open", set_half_open(c, true), 0),
+        Ev::Eof => {
+            r.expect_rc("write after EOF", write(c, b"late reply"), 0);
+            r.expect_rc("shutdown", shutdown(c), 0);
+        }
+        _ => {}
+    });
+    let lp = Loop::new();
+    let l = lp.listen(&srv);
+    lp.connect(l.port(), &cli);
+    lp.poll_until("both closed", WAIT, || cli.closed() && srv.closed());
+    srv.assert_lifecycle("server");
+    cli.assert_lifecycle("client");
+    assert_eq!(
+        cli.shape(),
+        vec![Ev::Open, Ev::Data(15), Ev::Eof, Ev::Close(0)]
+    );
+    assert_eq!(cli.data(), b"hello, then FIN");
+    assert_eq!(srv.data(), b"late reply");
+    assert_eq!(srv.close_codes(), vec![0]);
+}
+
+// ---------------------------------------------------------------------------
+// Listener, user data, addresses
+// ---------------------------------------------------------------------------
+
+/// Accepted connections start with the listener's user data and limits; the
+/// address getters report both ends (-ENOSPC for a short buffer); after `_listener_close` new clients are refused while
+/// open connections live on.
+#[test]
+fn listener_user_data_limits_addresses_and_close() {
+    let srv = Rec::with_hook(|r, c, ev| {
+        if ev == Ev::Open {
+            // SAFETY: a live handle inside its own callback.
+            let ud = unsafe { epoll_loop_conn_get_user_data(c) };
+            r.check(ud == r.ud(), || {
+                "accepted connection without the listener's user data".into()
+            });
+        }
+    });
+    srv.echo.set(true);
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let mut l = lp.listen(&srv);
+    let port = l.port();
+    // SAFETY: a live listener.
+    assert_eq!(unsafe { epoll_loop_listener_set_limits(l.0, 1000, 100) }, 0);
+    let c = lp.connect(port, &cli);
+    lp.poll_until("open", WAIT, || cli.opened() && srv.opened());
+    let s = srv.conn.get();
+
+    let (chost, cport) = address(c, Side::Local, 64).unwrap();
+    let (shost, speer) = address(s, Side::Peer, 64).unwrap();
+    assert_eq!((chost.as_str(), shost.as_str()), ("127.0.0.1", "127.0.0.1"));
+    assert_eq!(speer, cport, "the server's peer is the client");
+    assert_eq!(
+        address(c, Side::Peer, 64).unwrap(),
+        ("127.0.0.1".to_string(), port)
+    );
+    assert_eq!(address(s, Side::Local, 64).unwrap().1, port);
+    assert_eq!(
+        address(c, Side::Peer, 9),
+        Err(-libc::ENOSPC),
+        "9 bytes cannot hold 127.0.0.1 and NUL"
+    );
+    assert_eq!(address(c, Side::Peer, 10).unwrap().0, "127.0.0.1");
+    // SAFETY: a live handle; NULL host and port are allowed (nothing wanted).
+    assert_eq!(
+        unsafe { epoll_loop_conn_peer_address(c, std::ptr::null_mut(), 0, std::ptr::null_mut()) },
+        0
+    );
+
+    // The listener's limits (1000 / 100) apply to the accepted connection: with
+    // the client paused, the server's writes end in -ENOBUFS at 1000 queued.
+    assert_eq!(pause(c), 0);
+    set_sndbuf(fileno(s), 4096);
+    let mut n = 0usize;
+    let t0 = Instant::now();
+    while write(s, &[b'z'; 500]) == 0 {
+        n += 500;
+        assert!(
+            n < 256 << 20 && t0.elapsed() < WAIT,
+            "the listener's cap never applied"
+        );
+    }
+    let q = queued(s).unwrap();
+    println!("accepted connection: {n} bytes accepted, {q} queued at -ENOBUFS (listener cap 1000)");
+    assert!(q <= 1000 && q + 500 > 1000);
+
+    // User data can be changed.
+    let other = Rec::new();
+    // SAFETY: a live handle; `other` outlives the loop.
+    unsafe {
+        assert_eq!(epoll_loop_conn_set_user_data(c, other.ud()), 0);
+        assert_eq!(epoll_loop_conn_get_user_data(c), other.ud());
+        assert_eq!(epoll_loop_conn_set_user_data(c, cli.ud()), 0);
+    }
+
+    // Closing the listener: new clients are refused, the open pair lives on.
+    // SAFETY: a live listener, closed once (the guard is disarmed).
+    assert_eq!(unsafe { epoll_loop_listener_close(l.0) }, 0);
+    l.0 = std::ptr::null_mut();
+    let refused = TcpStream::connect(("127.0.0.1", port));
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::ConnectionRefused)
+    );
+    assert_eq!(resume(c), 0);
+    lp.poll_until("server's bytes at the client", WAIT, || {
+        cli.data.borrow().len() == n
+    });
+    assert_eq!(write(c, b"still here"), 0);
+    lp.poll_until("echo", WAIT, || cli.data.borrow().ends_with(b"still here"));
+    assert_eq!(close(c), 0);
+    lp.poll_until("both closed", WAIT, || cli.closed() && srv.closed());
+    srv.assert_lifecycle("server");
+    cli.assert_lifecycle("client");
+    assert_eq!((cli.close_codes(), srv.close_codes()), (vec![0], vec![0]));
+}
+
+// ---------------------------------------------------------------------------
+// Posting from threads
+// ---------------------------------------------------------------------------
+
+/// What the posted callbacks record (touched on the loop thread only).
+struct PostState {
+    loop_thread: thread::ThreadId,
+    next: RefCell<Vec<u32>>,
+    out_of_order: Cell<u32>,
+    wrong_thread: Cell<u32>,
+    ran: Cell<u32>,
+}
+
+/// One posted item: boxed by the posting thread, freed by the callback.
+struct Item {
+    state: *const PostState,
+    thread: usize,
+    seq: u32,
+}
+
+unsafe extern "C" fn post_cb(_lp: *mut epoll_loop, ud: *mut c_void) {
+    // SAFETY: `ud` is a `Box<Item>` leaked by the posting thread, run once.
+    let item = unsafe { Box::from_raw(ud.cast::<Item>()) };
+    // SAFETY: the state outlives the loop and is only touched on this thread.
+    let st = unsafe { &*item.state };
+    if thread::current().id() != st.loop_thread {
+        st.wrong_thread.set(st.wrong_thread.get() + 1);
+    }
+    let mut next = st.next.borrow_mut();
+    if item.seq != next[item.thread] {
+        st.out_of_order.set(st.out_of_order.get() + 1);
+    }
+    next[item.thread] = item.seq + 1;
+    st.ran.set(st.ran.get() + 1);
+}
+
+/// Raw pointers handed to the posting threads.
+#[derive(Clone, Copy)]
+struct PostTarget {
+    lp: *mut epoll_loop,
+    state: *const PostState,
+}
+// SAFETY: the threads only pass `lp` to epoll_loop_post (documented thread-safe
+// while the loop lives; it is freed after they are joined) and carry `state`
+// inside items without dereferencing it.
+unsafe impl Send for PostTarget {}
+
+/// 8 threads post 10 000 numbered items each while the test thread polls: all
+/// run, in posting order per thread, on the loop thread, and every run counts
+/// as a callback in `epoll_loop_poll`'s return value.
+#[test]
+fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
+    const THREADS: usize = 8;
+    const PER: u32 = 10_000;
+    let st = PostState {
+        loop_thread: thread::current().id(),
+        next: RefCell::new(vec![0; THREADS]),
+        out_of_order: Cell::new(0),
+        wrong_thread: Cell::new(0),
+        ran: Cell::new(0),
+    };
+    let lp = Loop::new();
+    // SAFETY: a live loop; NULL callbacks / loops are answered with -EINVAL.
+    unsafe {
+        assert_eq!(
+            epoll_loop_post(lp.0, None, std::ptr::null_mut()),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            epoll_loop_post(std::ptr::null_mut(), Some(post_cb), std::ptr::null_mut()),
+            -libc::EINVAL
+        );
+    }
+    let target = PostTarget {
+        lp: lp.0,
+        state: &st,
+    };
+    let barrier = Barrier::new(THREADS + 1);
+    let t0 = Instant::now();
+    let mut callbacks = 0i64;
+    let mut iterations = 0u32;
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let target = target;
+                    barrier.wait();
+                    let mut failed = 0;
+                    for seq in 0..PER {
+                        let item = Box::into_raw(Box::new(Item {
+                            state: target.state,
+                            thread: t,
+                            seq,
+                        }));
+                        // SAFETY: the loop is alive until after this scope; `item` is
+                        // handed to the callback, which frees it.
+                        let rc = unsafe { epoll_loop_post(target.lp, Some(post_cb), item.cast()) };
+                        if rc != 0 {
+                            failed += 1;
+                            // SAFETY: not posted: still ours.
+                            drop(unsafe { Box::from_raw(item) });
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        barrier.wait();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while st.ran.get() < THREADS as u32 * PER && Instant::now() < deadline {
+            callbacks += i64::from(lp.poll(100));
+            iterations += 1;
+        }
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 0, "failed posts");
+        }
+    });
+    let took = t0.elapsed();
+    println!(
+        "{} posts from {THREADS} threads ran in {took:?} over {iterations} loop iterations",
+        st.ran.get()
+    );
+    assert_eq!(st.ran.get(), THREADS as u32 * PER);
+    assert_eq!(
+        callbacks,
+        i64::from(st.ran.get()),
+        "each post counts as a callback"
+    );
+    assert_eq!(st.wrong_thread.get(), 0, "a post ran off the loop thread");
+    assert_eq!(
+        st.out_of_order.get(),
+        0,
+        "posts from one thread out of order"
+    );
+    assert_eq!(*st.next.borrow(), vec![PER; THREADS]);
+    // Nothing left: a further poll runs no callback.
+    assert_eq!(lp.poll(0), 0);
+}
+
+// ---------------------------------------------------------------------------
+// The C program: stream layer, posts and signals under the sanitizers
+// ---------------------------------------------------------------------------
+
+/// `tests/c/stream_test.c`, built once with ASan + UBSan against the `.so`.
+fn stream_test_exe() -> &'static std::path::Path {
+    static EXE: OnceLock<Scratch> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let exe = Scratch::new(&out_dir("stream"), "stream_test");
+        let src = root().join("tests").join("c").join("stream_test.c");
+        compile_c(&[&src], exe.path(), Link::Shared, true, &[]);
+        exe
+    })
+    .path()
+}
+
+fn stream_test_cmd(mode: &str) -> Command {
+    let mut cmd = Command::new(stream_test_exe());
+    cmd.arg(mode).env("LD_LIBRARY_PATH", lib_dir());
+    sanitizer_env(&mut cmd);
+    cmd
+}
+
+/// Asserts a C run passed: exit 0, "N passed, 0 failed", no sanitizer report.
+fn check_c_run(what: &str, o: &std::process::Output) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    print!("{out}");
+    assert!(
+        o.status.success() && out.contains(" passed, 0 failed"),
+        "{what} failed ({}):\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        o.status
+    );
+    for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {
+        assert!(!err.contains(marker), "{what}: sanitizer report:\n{err}");
+    }
+}
+
+/// Waits for `child` at most `limit`, killing it then.
+fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}:\n{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The stream layer from C under ASan/UBSan/LSan: echo round trip with bytes
+/// queued before `on_open`, refused connect, abort, half-open, and freeing a
+/// loop with open connections and a pending `on_close` (no callback, no leak,
+/// no fd left open).
+#[test]
+fn c_stream_test_passes_under_sanitizers() {
+    let child = stream_test_cmd("stream")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(120));
+    check_c_run("stream_test stream", &o);
+}
+
+/// Posts from 8 pthreads (10 000 each) in C under ASan/UBSan/LSan.
+#[test]
+fn c_posts_from_pthreads_pass_under_sanitizers() {
+    let child = stream_test_cmd("posts")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(120));
+    check_c_run("stream_test posts", &o);
+}
+
+/// Signals through the loop: the C program blocks SIGUSR1 in `main` before
+/// anything else (the blocking rule: in every thread), watches it, prints its
+/// pid; this test sends SIGUSR1 three times, each after the previous one was
+/// reported (standard signals do not queue), and the program's callback counts
+/// them, then checks `_signal_stop` (-ENOENT the second time) and the misuse
+/// codes (an unblocked signal, SIGKILL, SIGSTOP, bad numbers, NULL: -EINVAL;
+/// twice: -EEXIST).
+#[test]
+fn signals_from_another_process_reach_the_loop_callback() {
+    let mut child = KillOnDrop(Some(
+        stream_test_cmd("signals")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let child_pid = child.0.as_ref().unwrap().id();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut transcript = Vec::new();
+    let mut next_line = |what: &str| -> String {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => {
+                transcript.push(l.clone());
+                l
+            }
+            Err(e) => panic!("no '{what}' line from stream_test ({e}); so far: {transcript:?}"),
+        }
+    };
+    let ready = next_line("ready");
+    let pid: i32 = ready
+        .strip_prefix("ready pid=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {ready}"));
+    assert_eq!(pid as u32, child_pid);
+    let t0 = Instant::now();
+    for i in 1..=3 {
+        let sent = Instant::now();
+        // SAFETY: kill(2) with plain integers, to our own child (not yet reaped).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+        let line = next_line("signal");
+        assert_eq!(line, format!("signal {} count {i}", libc::SIGUSR1));
+        println!(
+            "SIGUSR1 #{i}: reported by the loop callback after {:?}",
+            sent.elapsed()
+        );
+    }
+    let o = wait_output(child.0.take().unwrap(), Duration::from_secs(30));
+    reader.join().unwrap();
+    println!("3 signals delivered in {:?}", t0.elapsed());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "stream_test signals: {}\n{err}",
+        o.status
+    );
+    for marker in [
+        "AddressSanitizer",
+        "LeakSanitizer",
+        "runtime error:",
+        "check failed",
+        "returned",
+    ] {
+        assert!(!err.contains(marker), "stream_test signals:\n{err}");
+    }
+}
+
+/// A child process killed (and reaped) on drop unless taken.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
