@@ -131,6 +131,8 @@ lint:
 
 FUZZ_SECS    ?= 60
 FUZZ_TARGETS := api_sequence echo
+# Extra libFuzzer flags, e.g. FUZZ_ARGS=-seed=1 (CI) for a repeatable run.
+FUZZ_ARGS    ?=
 
 .PHONY: fuzz
 
@@ -140,7 +142,7 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p fuzz/work/$$t && echo "fuzzing $$t for $(FUZZ_SECS) s" && \
 	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t fuzz/work/$$t fuzz/corpus/$$t -- \
-	        -max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
+	        -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $(FUZZ_ARGS) || exit 1; \
 	done
 
 # ---------------------------------------------------------------- benchmarks

@@ -46,6 +46,8 @@ pub const ET: u32 = libc::EPOLLET as u32;
 pub const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 /// Wake one of several epoll sets waiting on the same fd (`EPOLLEXCLUSIVE`).
 pub const EXCLUSIVE: u32 = libc::EPOLLEXCLUSIVE as u32;
+/// The bits the kernel accepts beside `EXCLUSIVE` (`EPOLLEXCLUSIVE_OK_BITS`).
+const EXCLUSIVE_OK: u32 = IN | OUT | ERR | HUP | ET | EXCLUSIVE;
 /// Every bit `register` and `modify` accept.
 pub const ALLOWED_EVENTS: u32 = IN | OUT | PRI | ERR | HUP | RDHUP | ET | ONESHOT | EXCLUSIVE;
 
@@ -392,6 +394,12 @@ impl EventLoop {
         let slot = reg.active_mut(fd).ok_or(Errno::ENOENT)?;
         let tok = token(fd, slot.generation);
         if (slot.events | events) & EXCLUSIVE != 0 {
+            // Refuse what the kernel would refuse *before* the DEL: restoring the
+            // old registration with ADD would re-arm a fired ONESHOT (found by
+            // the api_sequence fuzzer: a failed modify must change nothing).
+            if events & EXCLUSIVE != 0 && events & !EXCLUSIVE_OK != 0 {
+                return Err(Errno::EINVAL);
+            }
             self.poller.unregister(fd)?;
             if let Err(e) = self.poller.register(fd, events, tok) {
                 // Put the old registration back so nothing is lost. If even that
@@ -961,5 +969,58 @@ mod post_and_signal_tests {
         lp.signal_stop(libc::SIGUSR2).unwrap();
         assert_eq!(lp.signal_stop(libc::SIGUSR2), Err(Errno::ENOENT));
         assert!(lp.is_idle(), "the signalfd is gone with the last signal");
+    }
+}
+
+#[cfg(test)]
+mod regression_tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// Found by the api_sequence fuzzer: a modify refused for an invalid
+    /// EXCLUSIVE combination did DEL + failed ADD + restoring ADD, and the
+    /// restoring ADD re-armed a ONESHOT registration that had already fired.
+    #[test]
+    fn a_refused_exclusive_modify_does_not_rearm_a_fired_oneshot() {
+        let mut p = [0; 2];
+        // SAFETY: `p` has room for two descriptors.
+        assert_eq!(
+            unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
+        // SAFETY: pipe2 returned two new descriptors we own.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+        let lp = EventLoop::new().unwrap();
+        let hits = Rc::new(Cell::new(0));
+        let h = hits.clone();
+        lp.register(
+            r.as_raw_fd(),
+            IN | ONESHOT,
+            Rc::new(move |_: &EventLoop, _, _| h.set(h.get() + 1)),
+        )
+        .unwrap();
+        // SAFETY: writes one byte from a static buffer into our pipe.
+        assert_eq!(
+            unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) },
+            1
+        );
+        assert_eq!(lp.poll(1000).unwrap(), 1);
+        assert_eq!(
+            lp.modify(r.as_raw_fd(), IN | OUT | ONESHOT | EXCLUSIVE | RDHUP),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            lp.registered_events(r.as_raw_fd()),
+            Some(IN | ONESHOT),
+            "unchanged"
+        );
+        assert_eq!(
+            lp.poll(0).unwrap(),
+            0,
+            "still disarmed: the byte is unread but ONESHOT fired"
+        );
+        lp.modify(r.as_raw_fd(), IN | ONESHOT).unwrap();
+        assert_eq!(lp.poll(0).unwrap(), 1, "modify re-arms it");
+        assert_eq!(hits.get(), 2);
     }
 }

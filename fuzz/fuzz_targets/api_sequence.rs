@@ -384,6 +384,11 @@ fuzz_target!(|data: &[u8]| {
                                 reg.armed = true;
                             }
                         }
+                        // An invalid EXCLUSIVE combination is refused as a bad
+                        // argument before the kernel is asked.
+                        Some(_) if ev & EXCLUSIVE != 0 && !exclusive_ok(ev) => {
+                            assert_eq!(rc, -libc::EINVAL, "modify {fd} to {ev:#x}")
+                        }
                         Some(_) => assert!(
                             rc == -libc::ENOENT || rc == -libc::EBADF,
                             "modify of a registration whose file was closed: {rc}"
