@@ -10,14 +10,16 @@
 
 mod common;
 
-use common::{Link, compile_c, lib_dir, out_dir, root};
+use common::{
+    Captured, Link, collect, compile_c, lib_dir, out_dir, root, signal, snapshot, wait_timeout,
+};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -99,51 +101,6 @@ fn assert_sanitizer_clean(what: &str, stderr: &str) {
 
 // ---------------------------------------------------------------------------
 // Processes
-
-/// Bytes a child wrote to one of its pipes so far.
-type Captured = Arc<Mutex<Vec<u8>>>;
-
-/// Collects everything a pipe delivers, in a thread, until EOF.
-fn collect<R: Read + Send + 'static>(mut r: R) -> (Captured, JoinHandle<()>) {
-    let bytes = Captured::default();
-    let b = bytes.clone();
-    let h = thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => b.lock().unwrap().extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    (bytes, h)
-}
-
-/// What was captured so far, as text.
-fn snapshot(c: &Captured) -> String {
-    String::from_utf8_lossy(&c.lock().unwrap()).into_owned()
-}
-
-/// Waits for `child` at most `limit`; `None` if it is still running then.
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Sends `sig` to `pid`.
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not yet reaped.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
-}
 
 /// A running demo server, killed (and reaped) on drop if the test did not stop it.
 struct Server {

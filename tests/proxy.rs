@@ -10,13 +10,16 @@
 mod common;
 
 use ::epoll_loop::ffi::*;
-use common::{Link, compile_c, lib_dir, out_dir, root, sanitizer_env};
+use common::{
+    Captured, Link, collect, compile_c, lib_dir, out_dir, root, sanitizer_env, snapshot,
+    wait_timeout,
+};
 use std::ffi::c_int;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -45,40 +48,6 @@ fn build(name: &str, sanitize: bool, extra: &[&str]) -> PathBuf {
     let src = root().join("c-examples").join("tcp_proxy.c");
     compile_c(&[&src], &exe, Link::Shared, sanitize, extra);
     exe
-}
-
-type Captured = Arc<Mutex<Vec<u8>>>;
-
-fn collect<R: Read + Send + 'static>(mut r: R) -> (Captured, JoinHandle<()>) {
-    let bytes = Captured::default();
-    let b = bytes.clone();
-    let h = thread::spawn(move || {
-        let mut buf = vec![0u8; 16384];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => b.lock().unwrap().extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    (bytes, h)
-}
-
-fn text(c: &Captured) -> String {
-    String::from_utf8_lossy(&c.lock().unwrap()).into_owned()
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A running proxy, killed (and reaped) on drop unless stopped.
@@ -145,7 +114,7 @@ impl Proxy {
         };
         let deadline = Instant::now() + WAIT;
         loop {
-            let out = text(&p.stdout);
+            let out = snapshot(&p.stdout);
             let port = out
                 .lines()
                 .find_map(|l| l.split("listening on ").nth(1))
@@ -161,7 +130,7 @@ impl Proxy {
                 thread::sleep(Duration::from_millis(100));
                 panic!(
                     "tcp_proxy exited ({st}) before listening:\n{out}\n{}",
-                    text(&p.stderr)
+                    snapshot(&p.stderr)
                 );
             }
             assert!(Instant::now() < deadline, "no 'listening on' line: {out}");
@@ -178,8 +147,8 @@ impl Proxy {
             thread::sleep(Duration::from_millis(100));
             panic!(
                 "tcp_proxy died: {st}\n{}\n{}",
-                text(&self.stdout),
-                text(&self.stderr)
+                snapshot(&self.stdout),
+                snapshot(&self.stderr)
             );
         }
     }
@@ -210,8 +179,8 @@ impl Proxy {
         }
         let s = Stopped {
             status,
-            stdout: text(&self.stdout),
-            stderr: text(&self.stderr),
+            stdout: snapshot(&self.stdout),
+            stderr: snapshot(&self.stderr),
             took,
         };
         for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {

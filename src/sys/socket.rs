@@ -84,10 +84,8 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> Result<()> {
     Ok(())
 }
 
-/// A non-blocking, close-on-exec TCP socket bound to `addr` and listening.
-/// `SO_REUSEADDR` is always set; `SO_REUSEPORT` when `reuse_port`.
-/// `backlog <= 0` means `SOMAXCONN`.
-pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<OwnedFd> {
+/// A new non-blocking, close-on-exec TCP socket of `addr`'s family.
+fn tcp_socket(addr: &SocketAddr) -> Result<OwnedFd> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -103,7 +101,15 @@ pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<O
         )
     })?;
     // SAFETY: socket() returned a new descriptor we alone own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A non-blocking, close-on-exec TCP socket bound to `addr` and listening.
+/// `SO_REUSEADDR` is always set; `SO_REUSEPORT` when `reuse_port`.
+/// `backlog <= 0` means `SOMAXCONN`.
+pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<OwnedFd> {
+    let fd = tcp_socket(addr)?;
+    let raw = fd.as_raw_fd();
     setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if reuse_port {
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
@@ -125,22 +131,8 @@ pub fn tcp_listen(addr: &SocketAddr, backlog: i32, reuse_port: bool) -> Result<O
 /// `EINPROGRESS` is success here: completion is signalled by `EPOLLOUT`, and
 /// `SO_ERROR` then tells the outcome.
 pub fn tcp_connect(addr: &SocketAddr) -> Result<OwnedFd> {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    fault::before(Op::Socket, 0)?;
-    // SAFETY: plain syscall with valid constants.
-    let raw = cvt(unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
-    // SAFETY: socket() returned a new descriptor we alone own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = tcp_socket(addr)?;
+    let raw = fd.as_raw_fd();
     let (ss, len) = to_raw(addr);
     loop {
         let r = fault::before(Op::Connect, 0).and_then(|_| {

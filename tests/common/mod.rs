@@ -259,3 +259,61 @@ pub fn readme_blocks(lang: &str) -> Vec<String> {
     }
     blocks
 }
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+/// Bytes a child wrote to one of its pipes so far.
+pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Collects everything a pipe delivers, in a thread, until EOF.
+pub fn collect<R: std::io::Read + Send + 'static>(
+    mut r: R,
+) -> (Captured, std::thread::JoinHandle<()>) {
+    let bytes = Captured::default();
+    let b = bytes.clone();
+    let h = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => b.lock().unwrap().extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    (bytes, h)
+}
+
+/// What was captured so far, as text.
+pub fn snapshot(c: &Captured) -> String {
+    String::from_utf8_lossy(&c.lock().unwrap()).into_owned()
+}
+
+/// Waits for `child` at most `limit`; `None` if it is still running then.
+pub fn wait_timeout(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Sends `sig` to `pid` (a child of this process, not yet reaped).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not yet reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
