@@ -264,15 +264,22 @@ fn header_alone_compiles_as_cxx11() {
     );
 }
 
-#[test]
-fn program_using_every_declaration_builds_and_runs_as_c99() {
+/// Builds the generated header-use program `file` with `compiler` and `flags`
+/// against the shared library, runs it, and returns its output.
+fn build_and_run_header_use(
+    compiler: String,
+    flags: &[&str],
+    file: &str,
+    what: &str,
+) -> std::process::Output {
     let dir = out_dir("c_abi");
-    let src = write_header_use_program("header_use_c.c");
-    let exe = Scratch::new(&dir, "header_use_c");
+    let src = write_header_use_program(file);
+    let stem = file.replace('.', "_");
+    let exe = Scratch::new(&dir, &stem);
     run(
-        "compiling the header-use program as C99",
-        Command::new(cc())
-            .args(C_FLAGS)
+        &format!("compiling the header-use program as {what}"),
+        Command::new(compiler)
+            .args(flags)
             .arg("-I")
             .arg(root().join("include"))
             .arg(src.path())
@@ -283,33 +290,21 @@ fn program_using_every_declaration_builds_and_runs_as_c99() {
             .arg("-lepoll_loop")
             .arg(format!("-Wl,-rpath,{}", lib_dir().display())),
     );
-    let o = run("the header-use program (C)", &mut Command::new(exe.path()));
+    run(
+        &format!("the header-use program ({what})"),
+        &mut Command::new(exe.path()),
+    )
+}
+
+#[test]
+fn program_using_every_declaration_builds_and_runs_as_c99() {
+    let o = build_and_run_header_use(cc(), C_FLAGS, "header_use_c.c", "C99");
     note_stdout("header-use program (C)", &o.stdout);
 }
 
 #[test]
 fn program_using_every_declaration_builds_and_runs_as_cxx11() {
-    let dir = out_dir("c_abi");
-    let src = write_header_use_program("header_use_cxx.cpp");
-    let exe = Scratch::new(&dir, "header_use_cxx");
-    run(
-        "compiling the header-use program as C++11",
-        Command::new(cxx())
-            .args(CXX_FLAGS)
-            .arg("-I")
-            .arg(root().join("include"))
-            .arg(src.path())
-            .arg("-o")
-            .arg(exe.path())
-            .arg("-L")
-            .arg(lib_dir())
-            .arg("-lepoll_loop")
-            .arg(format!("-Wl,-rpath,{}", lib_dir().display())),
-    );
-    run(
-        "the header-use program (C++)",
-        &mut Command::new(exe.path()),
-    );
+    build_and_run_header_use(cxx(), CXX_FLAGS, "header_use_cxx.cpp", "C++11");
 }
 
 #[test]
