@@ -42,6 +42,14 @@
 #define EPOLL_LOOP_LOG_DEBUG 4
 
 /**
+ * The object was made by the parent of this forked process: it shares the
+ * parent's epoll set, eventfd and sockets, so a child may only release it
+ * (`epoll_loop_free`, `echo_server_stop`, `epoll_loop_listener_close`). A
+ * library code, not an errno.
+ */
+#define EPOLL_LOOP_EFORKED -3101
+
+/**
  * Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
  */
 #define EPOLL_LOOP_IN 1
@@ -93,39 +101,47 @@
 
 /**
  * An echo server. Opaque; create with `echo_server_start` or `echo_server_attach`,
- * stop and free with `echo_server_stop`.
+ * stop and free with `echo_server_stop`. The pointer is a handle, not an
+ * address: a stopped server's handle is refused (`-EINVAL`) for certain.
  *
- * Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port` and
- * `echo_server_get_stats` may be called from any thread for a started server;
- * an attached server belongs to its loop's thread.
+ * Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port`,
+ * `echo_server_get_stats` and `echo_server_stop` of a started server may be
+ * called from any thread; an attached server is stopped on its loop's thread.
  */
 typedef struct echo_server echo_server;
 
 /**
  * An event loop: an epoll set, its registrations and callbacks, timers and a
  * waker. Opaque; create with `epoll_loop_new` or `epoll_loop_from_fd`, free with
- * `epoll_loop_free`.
+ * `epoll_loop_free`. The pointer is a handle, not an address: a freed loop's
+ * handle is refused (`-EINVAL`) for certain, however long after.
  *
- * Lifetime: from `_new` until `_free`. Thread safety: one thread drives a loop
- * (`_poll`/`_run` and every other call); only `epoll_loop_stop`,
- * `epoll_loop_wake` and `epoll_loop_post` may be called from other threads
- * (the first two from signal handlers too). A call from another thread while
- * `_poll`/`_run` runs is refused with `-EBUSY`.
+ * Lifetime: from `_new` until `_free`. Thread safety: one thread at a time
+ * drives a loop (`_poll`/`_run` and every other call, and the calls on its
+ * connections, listeners and attached servers); a call while another thread
+ * is inside a call on the same loop is refused with `-EBUSY`. A loop that no
+ * thread is using may move to another thread. Only `epoll_loop_stop`,
+ * `epoll_loop_wake` and `epoll_loop_post` may be called from other threads at
+ * any time (the first two from signal handlers too).
  */
 typedef struct epoll_loop epoll_loop;
 
 /**
  * A buffered TCP connection on a loop. Opaque; made by `epoll_loop_tcp_connect`
- * or by a listener, released by the library after its `on_close`.
+ * or by a listener, released by the library after its `on_close`. The
+ * pointer is a handle, not an address: after `on_close` returned, every call
+ * with it is `-EINVAL`, for certain.
  *
- * Lifetime: until `on_close` returns (or the loop is freed: then no callback
- * runs). Thread safety: the loop's thread only.
+ * Lifetime: until `on_close` returns (`epoll_loop_free` delivers it to the
+ * connections still open). Thread safety: the loop's thread; a call while
+ * another thread is inside a call on the loop is refused with `-EBUSY`.
  */
 typedef struct epoll_loop_conn epoll_loop_conn;
 
 /**
  * A listening TCP socket on a loop. Opaque; made by `epoll_loop_tcp_listen`,
- * released by `epoll_loop_listener_close`.
+ * released by `epoll_loop_listener_close`. The pointer is a handle: after
+ * `_listener_close` every call with it is `-EINVAL`, for certain.
  */
 typedef struct epoll_loop_listener epoll_loop_listener;
 
@@ -328,9 +344,11 @@ typedef struct epoll_loop_conn_callbacks {
   /**
    * The connection is closed: `error` is 0 after a clean close or the peer's
    * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-   * timeout, else the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...).
-   * Called exactly once, from the loop (never from inside the call that
-   * closed it); the handle is invalid once it returns.
+   * timeout, `-ECANCELED` when the loop was freed while it was open, else
+   * the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...). Called exactly
+   * once, from the loop (never from inside the call that closed it) or from
+   * `epoll_loop_free`; calls on the connection inside it return `-EPIPE`, and
+   * the handle is invalid (`-EINVAL`) once it returns.
    */
   void (*on_close)(struct epoll_loop_conn *conn, int error, void *user_data);
 } epoll_loop_conn_callbacks;
@@ -404,12 +422,20 @@ int echo_server_get_stats(const struct echo_server *srv, struct echo_server_stat
  * A started server: its threads finish all of that before this returns.
  * An attached server: this closes the listener and starts the flush; connections
  * with pending bytes finish as the caller keeps driving the loop (they are
- * closed at once if the loop is freed first).
+ * closed at once if the loop is freed first). After this returns, the
+ * server's log callback is never called again (lingering connections close
+ * silently), so `log_user_data` may be freed. An attached server whose loop
+ * was freed first was ended by `epoll_loop_free`; this then only releases
+ * the handle. In a process forked from the one that started the server, this
+ * only releases the child's copy of the handle (the server keeps running in
+ * the parent; the child touches none of its threads or descriptors).
  * Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
- * Errors: `-EINVAL` (not a live server, e.g. stopped twice, detected on a
- * best-effort basis; or an attached server whose loop was freed), `-EDEADLK`
- * (a started server stopped from its own log callback, which would wait for
- * itself; nothing is stopped).
+ * Errors: `-EINVAL` (not a live server: stopped already, also by another
+ * thread racing this call, or from the server's own log callback while a stop
+ * runs: of two racing stops exactly one returns 0), `-EDEADLK` (a started
+ * server stopped from its own log callback, which would wait for itself;
+ * nothing is stopped), `-EBUSY` (an attached server, while another thread is
+ * inside a call on its loop).
  * Ownership: `srv` is invalid after a 0 return.
  * Thread safety: a started server from any thread except its own threads; an
  * attached one on its loop's thread (inside its callbacks too).
@@ -467,18 +493,36 @@ int epoll_loop_from_fd(int epfd, struct epoll_loop **out);
 int epoll_loop_fileno(const struct epoll_loop *loop);
 
 /**
- * Frees a loop (`.close()`): closes its epoll descriptor and waker and drops every
- * registration and timer without calling them. Registered fds are not closed.
+ * Frees a loop (`.close()`): closes its epoll descriptor and waker.
  *
+ * What the loop still holds is released in this order, on the calling thread,
+ * before this returns: functions posted with `epoll_loop_post` and not yet run
+ * are run (each exactly once, as if in one last iteration; `loop` is already
+ * invalid for them, so calls on it return `-EINVAL`); echo servers attached to
+ * the loop stop serving (close their connections without logging; their
+ * handles stay valid for `echo_server_stop`, which then only releases them);
+ * every open connection gets its `on_close`, with `-ECANCELED` (or the error it
+ * was already closed with, if that was not delivered yet), so per-connection
+ * `user_data` can be released there; then registrations, timers and signal
+ * watches are dropped without calling them (their fds, ids and `user_data`
+ * are the caller's), and every socket of the stream layer is closed.
+ * Listener handles stay valid for `epoll_loop_listener_close`. Registered fds
+ * are not closed.
+ *
+ * In a process forked from the one that made the loop, this only releases the
+ * child's copy: it closes the child's descriptors (the parent's epoll set,
+ * eventfd and sockets are untouched) and runs no callback.
  * Returns: 0. `epoll_loop_free(NULL)` is a no-op returning 0.
- * Errors: `-EBUSY` (called from one of this loop's callbacks: free it after
- * `_poll`/`_run` returns; or from another thread while the loop runs),
- * `-EINVAL` (not a live loop, e.g. freed twice: certain for the 256 most
- * recently freed handles, whose memory is kept, best effort beyond). A loop
- * poisoned by an internal panic can still be freed.
+ * Errors: `-EBUSY` (called from inside a call on this loop, e.g. one of its
+ * callbacks, an echo server's log callback run by `echo_server_attach`/
+ * `_stop`, or `on_close`: free it after `_poll`/`_run` returns; or while
+ * another thread is inside a call on this loop), `-EINVAL` (not a live loop,
+ * e.g. freed twice: certain). A loop poisoned by an internal panic can still be
+ * freed.
  * Ownership: `loop` is invalid after a 0 return.
- * Thread safety: loop thread, and no other thread may be calling
- * `_stop`/`_wake`/`_post`.
+ * Thread safety: the thread that drives the loop. Other threads may still call
+ * `_stop`/`_wake`/`_post` meanwhile: they get 0 (and a post then runs during
+ * the free) or `-EINVAL`.
  */
 int epoll_loop_free(struct epoll_loop *loop);
 
@@ -569,10 +613,12 @@ int epoll_loop_run(struct epoll_loop *loop);
  * if it is blocked. A stop requested while `_run` is not running is remembered
  * and makes the next `_run` return at once.
  * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
+ * it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, called in a forked
+ * child: the parent's loop is not stopped), `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
- * Thread safety: safe from any thread and async-signal-safe (an atomic store and
- * one `write(2)`), as long as the loop is not being freed concurrently.
+ * Thread safety: safe from any thread and async-signal-safe (atomics and one
+ * `write(2)`), even while another thread frees the loop.
  */
 int epoll_loop_stop(struct epoll_loop *loop);
 
@@ -580,10 +626,12 @@ int epoll_loop_stop(struct epoll_loop *loop);
  * Makes a blocked `epoll_loop_poll` return (with 0 if nothing else happened).
  * Wakes sent while the loop is not blocked are coalesced into one.
  * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
+ * it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, in a forked child),
+ * `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
- * Thread safety: safe from any thread and async-signal-safe, as long as the loop
- * is not being freed concurrently.
+ * Thread safety: safe from any thread and async-signal-safe, even while another
+ * thread frees the loop.
  */
 int epoll_loop_wake(struct epoll_loop *loop);
 
@@ -674,11 +722,16 @@ int epoll_loop_signal_stop(struct epoll_loop *loop, int signo);
  * iteration, waking it if it is blocked. Functions posted from one thread run
  * in posting order; each run counts as a callback.
  * Returns: 0.
+ * Every post that returned 0 runs exactly once: normally in an iteration of
+ * the loop, or, if the loop is freed first, inside `epoll_loop_free` (on the
+ * thread that frees it, with `loop` already invalid for further calls).
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
- * is being freed: posts still queued when it is freed are dropped unrun).
+ * is being freed right now), `EPOLL_LOOP_EFORKED` (a loop of the parent
+ * process, in a forked child), `-ENOTRECOVERABLE`. After an error `cb` never
+ * runs: `user_data` is still the caller's to release.
  * Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
- * Thread safety: safe from any thread (takes a mutex: not async-signal-safe), as
- * long as the loop is not freed concurrently.
+ * Thread safety: safe from any thread (takes a mutex: not async-signal-safe),
+ * even while another thread frees the loop.
  */
 int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_data);
 

@@ -130,6 +130,8 @@ pub struct Worker {
     sweep_timer: Cell<u64>,
     deadline_timer: Cell<u64>,
     stopping: Cell<bool>,
+    /// No more log lines (the C handle was stopped or its loop freed).
+    silent: Cell<bool>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -144,6 +146,7 @@ impl Worker {
     fn log(&self, level: i32, msg: impl FnOnce() -> String) {
         if let Some(l) = &self.cfg.log
             && level <= l.level
+            && !self.silent.get()
         {
             (l.f)(level, &msg());
         }
@@ -165,6 +168,7 @@ impl Worker {
             sweep_timer: Cell::new(0),
             deadline_timer: Cell::new(0),
             stopping: Cell::new(false),
+            silent: Cell::new(false),
         });
         let wa = w.clone();
         let we = Rc::downgrade(&w);
@@ -209,6 +213,12 @@ impl Worker {
     /// The server's counters.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Stops logging for good: the owner of the log callback is done with it
+    /// (connections still closing after a stop close silently).
+    pub fn silence(&self) {
+        self.silent.set(true);
     }
 
     fn accepted(self: &Rc<Self>, lp: &EventLoop, fd: OwnedFd) {

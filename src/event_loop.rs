@@ -252,6 +252,8 @@ pub struct EventLoop {
     /// The monotonic time of the loop's last clock read (see [`EventLoop::now_ns`]).
     now: Cell<u64>,
     stats: StatCells,
+    /// Dropped in a forked child: leave the post queue's lock alone.
+    forked: Cell<bool>,
 }
 
 impl EventLoop {
@@ -298,6 +300,7 @@ impl EventLoop {
             dispatching: Cell::new(false),
             now: Cell::new(sys::monotonic_ns()),
             stats: StatCells::default(),
+            forked: Cell::new(false),
         })
     }
 
@@ -336,6 +339,13 @@ impl EventLoop {
         let t = sys::monotonic_ns();
         self.now.set(t);
         t
+    }
+
+    /// Makes dropping this loop leave the post queue alone (its lock may be
+    /// held forever in a forked child); queued posts are dropped with the
+    /// last [`Remote`].
+    pub fn forget_posts_on_drop(&self) {
+        self.forked.set(true);
     }
 
     /// True while `poll` (or `run`) is dispatching on this loop.
@@ -703,7 +713,11 @@ impl EventLoop {
 impl Drop for EventLoop {
     fn drop(&mut self) {
         // Posts not yet run are dropped unrun; later posts fail with ESHUTDOWN.
-        drop(self.remote.close_posts());
+        // In a forked child another thread of the parent may have held the
+        // queue's lock at the fork: the queue then goes with the `Remote`.
+        if !self.forked.get() {
+            drop(self.remote.close_posts());
+        }
         // Drop callbacks with no borrow held (their captures may be arbitrary).
         let slots = std::mem::take(&mut self.registry.get_mut().slots);
         drop(slots);

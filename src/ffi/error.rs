@@ -3,6 +3,14 @@
 use super::guard::boundary;
 use std::ffi::{CStr, c_char, c_int};
 
+/// The object was made by the parent of this forked process: it shares the
+/// parent's epoll set, eventfd and sockets, so a child may only release it
+/// (`epoll_loop_free`, `echo_server_stop`, `epoll_loop_listener_close`). A
+/// library code, not an errno.
+pub const EPOLL_LOOP_EFORKED: c_int = -3101;
+
+const _: () = assert!(EPOLL_LOOP_EFORKED == -super::handle::EFORKED.0);
+
 fn message(errno: c_int) -> &'static CStr {
     match errno {
         0 => c"success",
@@ -48,6 +56,7 @@ fn message(errno: c_int) -> &'static CStr {
         libc::EDEADLK => c"resource deadlock avoided (EDEADLK): a server cannot be stopped from its own thread",
         libc::ECANCELED => c"operation canceled (ECANCELED)",
         libc::ENOTRECOVERABLE => c"state not recoverable (ENOTRECOVERABLE): an internal error (panic) poisoned this object; free it",
+        3101 => c"used in a forked child (EPOLL_LOOP_EFORKED): this object belongs to the parent process; a child may only free it",
         _ => c"unknown error",
     }
 }
