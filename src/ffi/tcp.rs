@@ -371,9 +371,10 @@ fn with_listener(
     guarded(&ls.poison, || f(&ls, lp.as_deref()))
 }
 
-/// The port a listener is bound to.
+/// The port a listener is bound to (also after its loop was freed).
 /// Returns: the port (1..65535).
-/// Errors: `-EINVAL` (NULL or closed listener).
+/// Errors: `-EINVAL` (NULL or closed listener), `-EBUSY` (another thread is
+/// inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked child).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -384,8 +385,10 @@ pub unsafe extern "C" fn epoll_loop_listener_port(l: *const epoll_loop_listener)
 /// Sets the write-queue limits of connections accepted from now on (see
 /// `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
 /// Returns: 0.
-/// Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
-/// `max_queue` 0 or above 4 GiB).
+/// Errors: `-EINVAL` (NULL or closed listener, its loop freed,
+/// `low_water >= max_queue`, `max_queue` 0 or above 4 GiB), `-EBUSY` (another
+/// thread is inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked
+/// child).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -410,8 +413,11 @@ pub unsafe extern "C" fn epoll_loop_listener_set_limits(
 }
 
 /// Stops accepting and frees the listener. Connections it accepted live on.
+/// After its loop was freed (which closed the socket), or in a forked child,
+/// this only releases the handle.
 /// Returns: 0. `epoll_loop_listener_close(NULL)` is a no-op returning 0.
-/// Errors: `-EINVAL` (not a live listener, e.g. closed twice; best effort).
+/// Errors: `-EINVAL` (not a live listener, e.g. closed twice: certain),
+/// `-EBUSY` (another thread is inside a call on its loop).
 /// Ownership: `l` is invalid after a 0 return.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
