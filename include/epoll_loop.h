@@ -42,6 +42,65 @@
 #define EPOLL_LOOP_LOG_DEBUG 4
 
 /**
+ * Name resolution: the host's address family is not supported
+ * (glibc's `EAI_ADDRFAMILY`). The library's own codes start at -3000 and
+ * are never `-errno`; -3000..-3099 are name-resolution failures
+ * (`EPOLL_LOOP_EAI_x` is `EAI_x - 3000` with glibc's values).
+ */
+#define EPOLL_LOOP_EAI_ADDRFAMILY -3009
+
+/**
+ * Name resolution: temporary failure (no answer from the name server, e.g.
+ * no DNS server reachable); trying again later may work (`EAI_AGAIN`).
+ */
+#define EPOLL_LOOP_EAI_AGAIN -3003
+
+/**
+ * Name resolution: bad flags in the lookup's hints (`EAI_BADFLAGS`).
+ */
+#define EPOLL_LOOP_EAI_BADFLAGS -3001
+
+/**
+ * Name resolution: non-recoverable failure of the name server (`EAI_FAIL`).
+ */
+#define EPOLL_LOOP_EAI_FAIL -3004
+
+/**
+ * Name resolution: address family not supported (`EAI_FAMILY`).
+ */
+#define EPOLL_LOOP_EAI_FAMILY -3006
+
+/**
+ * Name resolution: out of memory (`EAI_MEMORY`).
+ */
+#define EPOLL_LOOP_EAI_MEMORY -3010
+
+/**
+ * Name resolution: the host name exists but has no address (`EAI_NODATA`).
+ */
+#define EPOLL_LOOP_EAI_NODATA -3005
+
+/**
+ * Name resolution: the host name is not known (`EAI_NONAME`).
+ */
+#define EPOLL_LOOP_EAI_NONAME -3002
+
+/**
+ * Name resolution: a result buffer was too small (`EAI_OVERFLOW`).
+ */
+#define EPOLL_LOOP_EAI_OVERFLOW -3012
+
+/**
+ * Name resolution: service not available for the socket type (`EAI_SERVICE`).
+ */
+#define EPOLL_LOOP_EAI_SERVICE -3008
+
+/**
+ * Name resolution: socket type not supported (`EAI_SOCKTYPE`).
+ */
+#define EPOLL_LOOP_EAI_SOCKTYPE -3007
+
+/**
  * Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
  */
 #define EPOLL_LOOP_IN 1
@@ -150,7 +209,8 @@ typedef struct echo_server_config {
   uint32_t struct_size;
   /**
    * Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
-   * getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
+   * getaddrinfo: its first address is used). Default "127.0.0.1"; NULL also
+   * means "127.0.0.1".
    */
   const char *host;
   /**
@@ -355,7 +415,8 @@ void echo_server_config_init(struct echo_server_config *cfg);
  * port through `SO_REUSEPORT`); it is listening when this returns.
  * Returns: 0, and the server in `*out`.
  * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
- * `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
+ * `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
+ * did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
  * `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
  * (no thread could be started). On error nothing is left running or open.
  * Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
@@ -420,8 +481,10 @@ int echo_server_stop(struct echo_server *srv);
  * Describes an error code returned by this library.
  *
  * Returns: a static, NUL-terminated English message naming the errno constant
- * (for example "bad file descriptor (EBADF)"); "success" for 0; "unknown error"
- * for codes it does not know. Both `-EBADF` and `EBADF` are accepted.
+ * (for example "bad file descriptor (EBADF): the fd is negative or not
+ * open") or the library's own constant ("host name not known
+ * (EPOLL_LOOP_EAI_NONAME)"); "success" for 0; "unknown error" for codes it
+ * does not know. Both `-EBADF` and `EBADF` are accepted.
  * Errors: none.
  * Ownership: the string is static; never free it.
  * Thread safety: safe from any thread.
@@ -493,8 +556,9 @@ int epoll_loop_free(struct epoll_loop *loop);
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, unknown bits in `events`,
  * or a combination the kernel refuses such as `_EXCLUSIVE|_ONESHOT`), `-EBADF`
  * (`fd` negative or not open), `-EEXIST` (`fd` already registered on this loop),
- * `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`,
- * `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`
+ * (the epoll watch limit, `/proc/sys/fs/epoll/max_user_watches`), `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
  * Ownership: the caller keeps owning `fd` and `user_data`. Unregister before
  * closing: epoll watches the open file description, not the number.
  * Thread safety: loop thread; allowed inside callbacks.
@@ -687,12 +751,14 @@ int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_d
  * connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
  * it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
  * it spin: the pending client is accepted and closed with a spare fd.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking).
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking), and the first address it gives is used.
  * `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
  * Returns: 0, and the listener in `*out`.
- * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8), `-ENOENT` (host
- * not found), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`,
- * `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
+ * `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+ * `EPOLL_LOOP_EAI_AGAIN`, ...), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
  * Ownership: the caller owns `*out` and frees it with `epoll_loop_listener_close`
  * (freeing the loop first closes the socket; `_close` then only frees the handle).
  * Thread safety: loop thread; allowed inside callbacks.
@@ -741,12 +807,14 @@ int epoll_loop_listener_close(struct epoll_loop_listener *l);
  * connection is established; if it fails, only `on_close` runs, with the error
  * (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
  * Writes made before `on_open` are queued and sent once it is open.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
- * pass a numeric address to avoid that).
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking: pass a numeric address to avoid that), and the first
+ * address it gives is used.
  * Returns: 0, and the connection in `*out` (no callback has run yet).
  * Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
- * UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
- * `-ENOTRECOVERABLE`.
+ * UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
+ * `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
  * Ownership: the handle belongs to the library; it stays valid until `on_close`
  * returns.
  * Thread safety: loop thread; allowed inside callbacks.

@@ -36,7 +36,8 @@ pub struct echo_server_config {
     /// `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
     pub struct_size: u32,
     /// Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
-    /// getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
+    /// getaddrinfo: its first address is used). Default "127.0.0.1"; NULL also
+    /// means "127.0.0.1".
     pub host: *const c_char,
     /// Port; 0 picks an ephemeral port (read it with `echo_server_port`). Default 8888.
     pub port: u16,
@@ -227,7 +228,8 @@ fn boxed(port: u16, shared: Arc<Shared>, kind: Kind) -> *mut echo_server {
 /// port through `SO_REUSEPORT`); it is listening when this returns.
 /// Returns: 0, and the server in `*out`.
 /// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
-/// `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
+/// `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
+/// did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
 /// `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
 /// (no thread could be started). On error nothing is left running or open.
 /// Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the

@@ -297,8 +297,9 @@ fn io_callback(
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, unknown bits in `events`,
 /// or a combination the kernel refuses such as `_EXCLUSIVE|_ONESHOT`), `-EBADF`
 /// (`fd` negative or not open), `-EEXIST` (`fd` already registered on this loop),
-/// `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`,
-/// `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`
+/// (the epoll watch limit, `/proc/sys/fs/epoll/max_user_watches`), `-ENOMEM`,
+/// `-ENOTRECOVERABLE`.
 /// Ownership: the caller keeps owning `fd` and `user_data`. Unregister before
 /// closing: epoll watches the open file description, not the number.
 /// Thread safety: loop thread; allowed inside callbacks.
