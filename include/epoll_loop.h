@@ -101,6 +101,14 @@
 #define EPOLL_LOOP_EAI_SOCKTYPE -3007
 
 /**
+ * `epoll_loop_signal_start` of a signal that is not blocked in the calling
+ * thread: block it in every thread first (`epoll_loop_signal_block`, in the
+ * main thread before other threads start), or its default action would run
+ * instead of the callback.
+ */
+#define EPOLL_LOOP_ENOTBLOCKED -3100
+
+/**
  * Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
  */
 #define EPOLL_LOOP_IN 1
@@ -712,9 +720,10 @@ int epoll_loop_signal_block(int signo);
  * read by one of them.
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
- * `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
- * with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
- * loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+ * calling thread: block it with `epoll_loop_signal_block` first, in every
+ * thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
  * Ownership: the caller keeps owning `user_data`.
  * Thread safety: loop thread; allowed inside callbacks.
  */

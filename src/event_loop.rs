@@ -475,9 +475,10 @@ impl EventLoop {
     ///
     /// The signal must be blocked in every thread (see [`signal::block`]), or its
     /// default action runs instead; so that the mistake cannot pass silently,
-    /// this refuses with `EINVAL` when `signo` is not blocked in the calling
-    /// thread. Errors: `EINVAL` (bad number, `SIGKILL`/`SIGSTOP`, not blocked),
-    /// `EEXIST` (already watched on this loop), `EMFILE`, `ENOMEM`.
+    /// this refuses with [`Errno::ENOTBLOCKED`] when `signo` is not blocked in
+    /// the calling thread. Errors: `EINVAL` (bad number, `SIGKILL`/`SIGSTOP`),
+    /// `ENOTBLOCKED` (not blocked), `EEXIST` (already watched on this loop),
+    /// `EMFILE`, `ENOMEM`.
     pub fn signal_start(&self, signo: i32, cb: SignalCallback) -> Result<()> {
         if signo <= 0
             || signo == libc::SIGKILL
@@ -487,7 +488,7 @@ impl EventLoop {
             return Err(Errno::EINVAL);
         }
         if !signal::thread_mask()?.contains(signo) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::ENOTBLOCKED);
         }
         let mut sig = self.signals.borrow_mut();
         if sig.handlers.contains_key(&signo) {
@@ -946,6 +947,12 @@ mod post_and_signal_tests {
         assert_eq!(
             lp.signal_start(libc::SIGKILL, Rc::new(|_: &EventLoop, _| {})),
             Err(Errno::EINVAL)
+        );
+        // SIGUSR1 is not blocked in this thread (nothing in the unit tests blocks it).
+        assert!(!signal::thread_mask().unwrap().contains(libc::SIGUSR1));
+        assert_eq!(
+            lp.signal_start(libc::SIGUSR1, Rc::new(|_: &EventLoop, _| {})),
+            Err(Errno::ENOTBLOCKED)
         );
         lp.signal_start(
             libc::SIGUSR2,

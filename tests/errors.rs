@@ -617,6 +617,58 @@ fn eexist_and_eperm_name_what_they_are_about() {
     assert!(msg(rc).contains("regular file"), "{}", msg(rc));
 }
 
+#[test]
+fn signal_start_of_an_unblocked_signal_says_block_it_first() {
+    // A fresh thread, with the mask it inherits from the harness: nothing
+    // blocks SIGUSR1 there (checked), so the watch must be refused.
+    let rc = std::thread::spawn(|| {
+        // SAFETY: a NULL new set only reads the mask into `cur`.
+        let mut cur: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur) },
+            0
+        );
+        // SAFETY: `cur` is an initialised set.
+        assert_eq!(
+            unsafe { libc::sigismember(&cur, libc::SIGUSR1) },
+            0,
+            "SIGUSR1 is not blocked here"
+        );
+        unsafe extern "C" fn on_sig(_: *mut epoll_loop, _: c_int, _: *mut c_void) {}
+        let lp = Loop::new();
+        // SAFETY: live loop, valid callback.
+        let rc = unsafe {
+            epoll_loop_signal_start(lp.0, libc::SIGUSR1, Some(on_sig), std::ptr::null_mut())
+        };
+        let mut st = epoll_loop_stats::default();
+        // SAFETY: live loop, writable stats.
+        assert_eq!(unsafe { epoll_loop_get_stats(lp.0, &mut st) }, 0);
+        assert_eq!(st.registered, 0, "no signalfd was registered");
+        // Once blocked, the same call works.
+        assert_eq!(epoll_loop_signal_block(libc::SIGUSR1), 0);
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe {
+                epoll_loop_signal_start(lp.0, libc::SIGUSR1, Some(on_sig), std::ptr::null_mut())
+            },
+            0
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { epoll_loop_signal_stop(lp.0, libc::SIGUSR1) }, 0);
+        rc
+    })
+    .join()
+    .unwrap();
+    assert_eq!(rc, EPOLL_LOOP_ENOTBLOCKED);
+    assert_eq!(EPOLL_LOOP_ENOTBLOCKED, -3100);
+    let m = msg(rc);
+    assert!(
+        m.contains("signal not blocked") && m.contains("epoll_loop_signal_block"),
+        "{m:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // What programs print
 

@@ -37,7 +37,14 @@ pub const EPOLL_LOOP_EAI_SERVICE: c_int = -3008;
 /// Name resolution: socket type not supported (`EAI_SOCKTYPE`).
 pub const EPOLL_LOOP_EAI_SOCKTYPE: c_int = -3007;
 
+/// `epoll_loop_signal_start` of a signal that is not blocked in the calling
+/// thread: block it in every thread first (`epoll_loop_signal_block`, in the
+/// main thread before other threads start), or its default action would run
+/// instead of the callback.
+pub const EPOLL_LOOP_ENOTBLOCKED: c_int = -3100;
+
 const _: () = {
+    assert!(EPOLL_LOOP_ENOTBLOCKED == Errno::ENOTBLOCKED.to_negative());
     assert!(EPOLL_LOOP_EAI_ADDRFAMILY == Errno::EAI_ADDRFAMILY.to_negative());
     assert!(EPOLL_LOOP_EAI_AGAIN == Errno::EAI_AGAIN.to_negative());
     assert!(EPOLL_LOOP_EAI_BADFLAGS == Errno::EAI_BADFLAGS.to_negative());
@@ -109,6 +116,7 @@ fn message(code: c_int) -> &'static CStr {
         Errno::EAI_OVERFLOW => c"buffer overflow in name resolution (EPOLL_LOOP_EAI_OVERFLOW)",
         Errno::EAI_SERVICE => c"service not supported for the socket type (EPOLL_LOOP_EAI_SERVICE)",
         Errno::EAI_SOCKTYPE => c"socket type not supported by name resolution (EPOLL_LOOP_EAI_SOCKTYPE)",
+        Errno::ENOTBLOCKED => c"signal not blocked (EPOLL_LOOP_ENOTBLOCKED): block it in every thread first (epoll_loop_signal_block)",
         _ => c"unknown error",
     }
 }
@@ -147,6 +155,7 @@ mod tests {
         assert!(msg(libc::EBADF).contains("EBADF"));
         assert!(msg(-libc::ENOTRECOVERABLE).contains("ENOTRECOVERABLE"));
         assert!(msg(EPOLL_LOOP_EAI_NONAME).contains("EPOLL_LOOP_EAI_NONAME"));
+        assert!(msg(EPOLL_LOOP_ENOTBLOCKED).contains("epoll_loop_signal_block"));
         assert_eq!(msg(-99999), "unknown error");
         assert_eq!(msg(c_int::MIN), "unknown error");
     }

@@ -607,9 +607,10 @@ pub extern "C" fn epoll_loop_signal_block(signo: c_int) -> c_int {
 /// read by one of them.
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
-/// `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
-/// with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
-/// loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+/// calling thread: block it with `epoll_loop_signal_block` first, in every
+/// thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+/// `-ENOTRECOVERABLE`.
 /// Ownership: the caller keeps owning `user_data`.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]

@@ -59,6 +59,9 @@ impl Errno {
     pub const EAI_MEMORY: Errno = Errno(3010);
     /// `EAI_OVERFLOW`: an argument buffer overflowed.
     pub const EAI_OVERFLOW: Errno = Errno(3012);
+    /// A signal to watch is not blocked in the calling thread (see
+    /// `EventLoop::signal_start`).
+    pub const ENOTBLOCKED: Errno = Errno(3100);
 
     /// The calling thread's current `errno`.
     pub fn last() -> Errno {
@@ -88,6 +91,9 @@ impl Errno {
             // SAFETY: gai_strerror returns a static NUL-terminated string for any code.
             let s = unsafe { std::ffi::CStr::from_ptr(libc::gai_strerror(eai)) };
             return Some(s.to_string_lossy().into_owned());
+        }
+        if self == Self::ENOTBLOCKED {
+            return Some("signal not blocked: block it in every thread first".into());
         }
         Some(format!("epoll-loop error {}", self.0))
     }

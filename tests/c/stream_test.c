@@ -816,7 +816,8 @@ static void test_signals(void)
     memset(&st, 0, sizeof st);
     REQUIRE(epoll_loop_new(&loop) == 0);
     /* misuse */
-    CHECK_RC(epoll_loop_signal_start(loop, SIGUSR2, on_usr1, &st), -EINVAL); /* not blocked */
+    CHECK_RC(epoll_loop_signal_start(loop, SIGUSR2, on_usr1, &st), EPOLL_LOOP_ENOTBLOCKED);
+    CHECK(strstr(epoll_loop_strerror(EPOLL_LOOP_ENOTBLOCKED), "epoll_loop_signal_block") != NULL);
     CHECK_RC(epoll_loop_signal_start(loop, SIGKILL, on_usr1, &st), -EINVAL);
     CHECK_RC(epoll_loop_signal_start(loop, SIGSTOP, on_usr1, &st), -EINVAL);
     CHECK_RC(epoll_loop_signal_start(loop, 0, on_usr1, &st), -EINVAL);
