@@ -705,7 +705,8 @@ int epoll_loop_get_stats(const struct epoll_loop *loop, struct epoll_loop_stats 
  * unblocked (running its handler or default action, e.g. terminating). Call this
  * in the main thread before starting other threads (they inherit the mask).
  * Returns: 0.
- * Errors: `-EINVAL` (not a valid signal number).
+ * Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+ * nothing can block).
  * Ownership: nothing.
  * Thread safety: affects only the calling thread.
  */

@@ -591,7 +591,8 @@ pub type epoll_loop_post_cb =
 /// unblocked (running its handler or default action, e.g. terminating). Call this
 /// in the main thread before starting other threads (they inherit the mask).
 /// Returns: 0.
-/// Errors: `-EINVAL` (not a valid signal number).
+/// Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+/// nothing can block).
 /// Ownership: nothing.
 /// Thread safety: affects only the calling thread.
 #[unsafe(no_mangle)]

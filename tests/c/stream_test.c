@@ -827,6 +827,8 @@ static void test_signals(void)
     CHECK_RC(epoll_loop_signal_stop(loop, SIGUSR2), -ENOENT);
     CHECK_RC(epoll_loop_signal_block(0), -EINVAL);
     CHECK_RC(epoll_loop_signal_block(1000), -EINVAL);
+    CHECK_RC(epoll_loop_signal_block(SIGKILL), -EINVAL);
+    CHECK_RC(epoll_loop_signal_block(SIGSTOP), -EINVAL);
 
     CHECK_RC(epoll_loop_signal_start(loop, SIGUSR1, on_usr1, &st), 0);
     CHECK_RC(epoll_loop_signal_start(loop, SIGUSR1, on_usr1, &st), -EEXIST);
