@@ -385,9 +385,16 @@ impl EventLoop {
     /// `EXCLUSIVE` registrations cannot be changed with `EPOLL_CTL_MOD`, so when the
     /// old or new events contain it, this does `DEL` + `ADD`; if the `ADD` fails the
     /// old events are restored and the error returned. Should the restoring
-    /// `ADD` fail too, the fd is no longer registered (its slot is freed).
+    /// `ADD` fail too, the fd is no longer registered (its slot is freed): once
+    /// its own `DEL` succeeded, a failed `modify` never leaves a slot claiming a
+    /// registration the kernel does not have. When the kernel refuses the
+    /// first step (`MOD`, or the `DEL`) because the fd was closed since it was
+    /// registered (`EBADF`; `ENOENT` or `EPERM` when its number was reused),
+    /// nothing is changed and the error returned: [`EventLoop::unregister`]
+    /// then frees the slot.
     ///
-    /// Errors: `EBADF`, `EINVAL` as for `register`; `ENOENT` (not registered here).
+    /// Errors: `EBADF`, `EINVAL` as for `register`; `ENOENT` (not registered
+    /// here, or reused), `EPERM` (closed and reused by a file epoll cannot watch).
     pub fn modify(&self, fd: RawFd, events: u32) -> Result<()> {
         Self::check_args(fd, events)?;
         let mut reg = self.registry.borrow_mut();
@@ -422,7 +429,7 @@ impl EventLoop {
     }
 
     /// Stops watching `fd` and drops its callback. Succeeds, and frees the slot,
-    /// even when the fd was already closed.
+    /// even when the fd was already closed, whatever its number refers to now.
     ///
     /// Errors: `EBADF` (negative fd), `ENOENT` (not registered here).
     pub fn unregister(&self, fd: RawFd) -> Result<()> {
@@ -430,12 +437,15 @@ impl EventLoop {
         let cb = {
             let mut reg = self.registry.borrow_mut();
             let slot = reg.active_mut(fd).ok_or(Errno::ENOENT)?;
-            match self.poller.unregister(fd) {
-                // EBADF: closed. ENOENT: closed and the number reused by a file
-                // this epoll set does not hold. Either way the slot is ours to free.
-                Ok(()) | Err(Errno::EBADF) | Err(Errno::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
+            // `EPOLL_CTL_DEL` fails only when the number no longer names the
+            // registered file: EBADF (closed), ENOENT (reused by a file this set
+            // does not hold), EPERM (reused by one epoll cannot watch: a regular
+            // file, a directory, /dev/null), EINVAL (by an epoll fd that is
+            // this set). Then the registration is gone (the file was closed)
+            // or unreachable by number (a dup of it lives on): either way the
+            // slot is ours to free, whatever the kernel says. Keeping it would
+            // keep `run` from ever going idle and the number from registering.
+            let _ = self.poller.unregister(fd);
             let cb = slot.cb.take();
             slot.events = 0;
             reg.active -= 1;

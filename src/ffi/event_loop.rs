@@ -328,7 +328,9 @@ pub unsafe extern "C" fn epoll_loop_register(
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
 /// negative, or closed since it was registered), `-ENOENT` (not registered on this
-/// loop), `-ENOTRECOVERABLE`.
+/// loop, or closed and its number reused by another file), `-EPERM` (closed and
+/// its number reused by a file epoll cannot watch), `-ENOTRECOVERABLE`. A
+/// closed fd stays registered after such an error: `epoll_loop_unregister` it.
 /// Ownership: unchanged.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
@@ -343,7 +345,9 @@ pub unsafe extern "C" fn epoll_loop_modify(
 
 /// Stops watching `fd` (`select.epoll.unregister()`). Events for it already
 /// fetched in the current batch are not delivered. Succeeds even when `fd` was
-/// closed first, and frees its slot.
+/// closed first, and frees its slot, whatever its number refers to now
+/// (nothing, or another file, even one epoll cannot watch such as a regular
+/// file, a directory or `/dev/null`).
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed), `-EBADF` (`fd` negative), `-ENOENT`
 /// (not registered on this loop), `-ENOTRECOVERABLE`.
