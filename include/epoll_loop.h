@@ -209,10 +209,22 @@ typedef void (*echo_server_log_fn)(int level, const char *message, void *user_da
  * `echo_server_config_init`, then change the fields you need: fields may be
  * added at the end in later versions, and `struct_size` tells the library
  * which ones your program knows.
+ *
+ * Versions: the library reads only the fields that lie wholly inside
+ * `struct_size` and defaults the others, so a program built against an older
+ * header works (the first layout ended after `log_user_data`, 64 bytes;
+ * `log_level` came later and defaults to `EPOLL_LOOP_LOG_INFO`). A
+ * `struct_size` smaller than 64 is refused (`-EINVAL`). A larger one (a
+ * program built against a newer header) is accepted when every byte past this
+ * library's struct is zero (the newer fields are unset, and their zero means
+ * "default"); otherwise, or above 4096 bytes, it is refused with `-E2BIG`, as
+ * Linux's `openat2` does: a field this library does not know is set, and
+ * ignoring it would lose what the caller asked for.
  */
 typedef struct echo_server_config {
   /**
-   * `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
+   * `sizeof(echo_server_config)` as the caller was compiled; set by
+   * `_config_init`. From 64 (the first layout) up; see the struct's comment.
    */
   uint32_t struct_size;
   /**
@@ -422,11 +434,15 @@ void echo_server_config_init(struct echo_server_config *cfg);
  * Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
  * port through `SO_REUSEPORT`); it is listening when this returns.
  * Returns: 0, and the server in `*out`.
- * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
+ * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
  * `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
  * did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
- * `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
- * (no thread could be started). On error nothing is left running or open.
+ * `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
+ * byte past it, or above 4096: the program sets a field this version does not
+ * know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
+ * `-EAGAIN` (no thread could be started). On error nothing is left running or
+ * open. `struct_size` from 64 up to this library's size reads the fields
+ * inside it and defaults the rest (see `echo_server_config`).
  * Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
  * library copies what it needs from `cfg` (including `host`).
  * Thread safety: safe from any thread.

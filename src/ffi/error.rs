@@ -61,6 +61,7 @@ const _: () = {
 fn message(code: c_int) -> &'static CStr {
     match Errno(code) {
         Errno(0) => c"success",
+        Errno(libc::E2BIG) => c"too big (E2BIG): a struct_size larger than this library's struct, with a field it does not know set (non-zero bytes past its struct) or above 4096 bytes: the program was built for a newer version",
         Errno(libc::EPERM) => c"operation not permitted (EPERM): e.g. register of an fd that cannot be polled (a regular file or directory), or a connect refused by a local firewall rule",
         Errno(libc::ENOENT) => c"no such entry (ENOENT): e.g. the fd is not registered on this loop, the timer id is unknown (stopped or fired), or the signal is not watched by this loop",
         Errno(libc::EINTR) => c"interrupted system call (EINTR)",
@@ -121,6 +122,65 @@ fn message(code: c_int) -> &'static CStr {
     }
 }
 
+/// The largest `struct_size` of a versioned struct that is read at all.
+pub(crate) const MAX_STRUCT_SIZE: usize = 4096;
+
+/// Reads a caller's versioned struct: one whose first field is `uint32_t
+/// struct_size`, the `sizeof` the caller was compiled with, and that grows
+/// only by fields added at the end (`echo_server_config`).
+///
+/// - `struct_size < min_size` (smaller than the first published layout):
+///   `EINVAL`.
+/// - Up to our size (an older program): the fields that lie wholly inside
+///   `struct_size` (`field_ends`: each field's end offset, ascending) are read,
+///   the others keep their value from `defaults`. Not one byte past
+///   `struct_size` is read.
+/// - Larger (a newer program): accepted when every byte past our struct is
+///   zero (its newer fields are unset, and zero must mean "default" for
+///   them); otherwise `E2BIG`, as Linux's `openat2` and `clone3` answer: a
+///   field this library does not know is set, and ignoring it would lose the
+///   caller's intent. Above [`MAX_STRUCT_SIZE`]: `E2BIG` without reading.
+///
+/// # Safety
+/// `p` is non-NULL, aligned for `T`, and points to at least `struct_size`
+/// readable bytes (at least the 4 of `struct_size` itself); bytes that form
+/// fields of `T` hold valid values of their types.
+pub(crate) unsafe fn read_sized<T: Copy>(
+    p: *const T,
+    defaults: T,
+    min_size: usize,
+    field_ends: &[usize],
+) -> Result<T, Errno> {
+    // SAFETY: per the contract, the first 4 bytes are the u32 struct_size.
+    let size = unsafe { p.cast::<u32>().read() } as usize;
+    if size < min_size {
+        return Err(Errno::EINVAL);
+    }
+    if size > MAX_STRUCT_SIZE {
+        return Err(Errno(libc::E2BIG));
+    }
+    let ours = std::mem::size_of::<T>();
+    if size > ours {
+        // SAFETY: the caller's struct has `size` readable bytes; [ours, size) lies inside.
+        let tail = unsafe { std::slice::from_raw_parts(p.cast::<u8>().add(ours), size - ours) };
+        if tail.iter().any(|&b| b != 0) {
+            return Err(Errno(libc::E2BIG));
+        }
+    }
+    let n = field_ends
+        .iter()
+        .copied()
+        .filter(|&end| end <= size.min(ours))
+        .max()
+        .unwrap_or(0);
+    let mut out = defaults;
+    // SAFETY: `n <= size` bytes are readable at `p` and `n <= size_of::<T>()`
+    // fit in `out`; they are whole fields of `T` (valid values, per the
+    // contract) and the padding between them; the regions do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), n) };
+    Ok(out)
+}
+
 /// Describes an error code returned by this library.
 ///
 /// Returns: a static, NUL-terminated English message naming the errno constant
@@ -140,6 +200,72 @@ pub extern "C" fn epoll_loop_strerror(code: c_int) -> *const c_char {
 mod tests {
     use super::*;
 
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct V {
+        struct_size: u32,
+        a: u32,
+        b: u64,
+        c: u16,
+    }
+
+    const ENDS: [usize; 4] = [4, 8, 16, 18];
+
+    fn read(bytes: &[u8]) -> Result<V, Errno> {
+        #[repr(C, align(8))]
+        struct Buf([u8; 8192]);
+        let mut buf = Buf([0; 8192]);
+        buf.0[..bytes.len()].copy_from_slice(bytes);
+        let d = V {
+            struct_size: 0,
+            a: 1,
+            b: 2,
+            c: 3,
+        };
+        // SAFETY: an aligned buffer of 8192 readable bytes, any bytes valid for V's fields.
+        unsafe { read_sized(buf.0.as_ptr().cast::<V>(), d, 8, &ENDS) }
+    }
+
+    fn v_bytes(size: u32) -> Vec<u8> {
+        let mut v = size.to_ne_bytes().to_vec();
+        v.extend(10u32.to_ne_bytes());
+        v.extend(20u64.to_ne_bytes());
+        v.extend(30u16.to_ne_bytes());
+        v.resize(24, 0xee); // our padding: never checked
+        v
+    }
+
+    #[test]
+    fn versioned_structs_read_whole_fields_and_refuse_unknown_ones() {
+        assert_eq!(
+            read(&v_bytes(7)),
+            Err(Errno::EINVAL),
+            "below the first layout"
+        );
+        let r = read(&v_bytes(8)).unwrap();
+        assert_eq!((r.a, r.b, r.c), (10, 2, 3), "only struct_size and a");
+        let r = read(&v_bytes(17)).unwrap();
+        assert_eq!((r.a, r.b, r.c), (10, 20, 3), "c is cut: defaulted");
+        let r = read(&v_bytes(24)).unwrap();
+        assert_eq!((r.a, r.b, r.c), (10, 20, 30));
+        let mut newer = v_bytes(64);
+        newer.resize(64, 0);
+        let r = read(&newer).unwrap();
+        assert_eq!((r.a, r.b, r.c), (10, 20, 30), "newer, zero tail");
+        newer[63] = 1;
+        assert_eq!(
+            read(&newer),
+            Err(Errno(libc::E2BIG)),
+            "a field we do not know"
+        );
+        let mut huge = v_bytes(4097);
+        huge.resize(4097, 0);
+        assert_eq!(read(&huge), Err(Errno(libc::E2BIG)), "past the cap");
+        let mut cap = v_bytes(4096);
+        cap.resize(4096, 0);
+        assert!(read(&cap).is_ok(), "the cap itself");
+    }
+
     fn msg(code: c_int) -> String {
         // SAFETY: epoll_loop_strerror returns a static NUL-terminated string.
         unsafe { CStr::from_ptr(epoll_loop_strerror(code)) }
@@ -156,6 +282,7 @@ mod tests {
         assert!(msg(-libc::ENOTRECOVERABLE).contains("ENOTRECOVERABLE"));
         assert!(msg(EPOLL_LOOP_EAI_NONAME).contains("EPOLL_LOOP_EAI_NONAME"));
         assert!(msg(EPOLL_LOOP_ENOTBLOCKED).contains("epoll_loop_signal_block"));
+        assert!(msg(-libc::E2BIG).contains("struct_size"));
         assert_eq!(msg(-99999), "unknown error");
         assert_eq!(msg(c_int::MIN), "unknown error");
     }
