@@ -238,7 +238,10 @@ typedef struct echo_server_config {
    */
   uint16_t port;
   /**
-   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default `SOMAXCONN`, the
+   * recommended value (the kernel caps it at `net.core.somaxconn`). The
+   * tutorial's 10 is a teaching value: 200 clients connecting at once
+   * overflow such a queue, and their connects stall or are reset.
    */
   int backlog;
   /**
@@ -420,7 +423,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+ * Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
+ * `SOMAXCONN` (not the tutorial's 10, too short for a burst of clients), one
  * thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
  * log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
  * Returns: nothing. `cfg` NULL is ignored.
@@ -783,7 +787,10 @@ int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_d
  * it spin: the pending client is accepted and closed with a spare fd.
  * `host` NULL means "127.0.0.1"; names are resolved synchronously with
  * getaddrinfo (blocking), and the first address it gives is used.
- * `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+ * `backlog <= 0` means `SOMAXCONN`, the recommended value (the kernel caps it at
+ * `net.core.somaxconn`): a short queue overflows when many clients connect at
+ * once, and their connects stall or are reset. Port 0 picks one
+ * (`epoll_loop_listener_port`).
  * Returns: 0, and the listener in `*out`.
  * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
  * `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,

@@ -69,7 +69,10 @@ impl Default for EchoConfig {
         EchoConfig {
             host: "127.0.0.1".into(),
             port: 8888,
-            backlog: 10,
+            // SOMAXCONN, not the tutorial's 10: a burst of clients overflows a
+            // short accept queue (SYNs dropped and retried a second later, or
+            // connections reset, depending on the kernel's settings).
+            backlog: libc::SOMAXCONN,
             threads: 1,
             max_connections: 0,
             idle_timeout_ms: 0,

@@ -276,3 +276,100 @@ fn smaller_than_the_first_layout_is_einval() {
     }
     assert!(lines.lock().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// The default backlog
+
+/// The backlog the kernel gives a `listen(SOMAXCONN)`: capped by `net.core.somaxconn`.
+fn expected_backlog() -> u32 {
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u32::MAX);
+    cap.min(libc::SOMAXCONN as u32)
+}
+
+/// The backlog of the socket listening on 127.0.0.1:`port`, as `ss` reports
+/// it (Send-Q of a listener); `None` without `ss`.
+fn listen_backlog(port: u16) -> Option<u32> {
+    let o = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{port}")))
+        .unwrap_or_else(|| panic!("no listener on port {port} in ss's output:\n{text}"));
+    let backlog = line.split_whitespace().nth(2);
+    Some(
+        backlog
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_else(|| panic!("ss: {line:?}")),
+    )
+}
+
+#[test]
+fn the_default_config_serves_200_clients_connecting_at_once() {
+    const CLIENTS: usize = 200;
+    let mut c = std::mem::MaybeUninit::<echo_server_config>::zeroed();
+    // SAFETY: a writable config.
+    unsafe { echo_server_config_init(c.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let mut c = unsafe { c.assume_init() };
+    assert_eq!(c.backlog, libc::SOMAXCONN, "the default backlog");
+    c.port = 0;
+    let mut srv = std::ptr::null_mut();
+    // SAFETY: a full config and a writable out-pointer.
+    assert_eq!(unsafe { echo_server_start(&c, &mut srv) }, 0);
+    // SAFETY: a live server.
+    let port = unsafe { echo_server_port(srv) } as u16;
+    let echo = |s: &mut TcpStream, msg: &[u8]| -> std::io::Result<()> {
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(msg)?;
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back)?;
+        assert_eq!(back, msg);
+        Ok(())
+    };
+    assert_eq!(
+        listen_backlog(port).unwrap_or(expected_backlog()),
+        expected_backlog()
+    );
+    // A little traffic first: the server's thread is then busy in its loop.
+    for i in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        echo(&mut s, format!("warm-up {i}").as_bytes()).unwrap();
+    }
+    let barrier = std::sync::Barrier::new(CLIENTS);
+    let failures: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let barrier = &barrier;
+                sc.spawn(move || -> Result<(), String> {
+                    barrier.wait();
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(20))
+                        .map_err(|e| format!("client {i}: connect: {e}"))?;
+                    echo(&mut s, format!("client {i}").as_bytes())
+                        .map_err(|e| format!("client {i}: {e}"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap().err())
+            .collect()
+    });
+    // SAFETY: a live server, stopped once.
+    assert_eq!(unsafe { echo_server_stop(srv) }, 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {CLIENTS} clients failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -56,7 +56,10 @@ pub struct echo_server_config {
     pub host: *const c_char,
     /// Port; 0 picks an ephemeral port (read it with `echo_server_port`). Default 8888.
     pub port: u16,
-    /// `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+    /// `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default `SOMAXCONN`, the
+    /// recommended value (the kernel caps it at `net.core.somaxconn`). The
+    /// tutorial's 10 is a teaching value: 200 clients connecting at once
+    /// overflow such a queue, and their connects stall or are reset.
     pub backlog: c_int,
     /// Loop threads for `echo_server_start` (each with its own listener on the same
     /// port through `SO_REUSEPORT`). Default 1. `echo_server_attach` requires 1.
@@ -176,7 +179,8 @@ fn default_config() -> echo_server_config {
     }
 }
 
-/// Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+/// Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
+/// `SOMAXCONN` (not the tutorial's 10, too short for a burst of clients), one
 /// thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
 /// log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
 /// Returns: nothing. `cfg` NULL is ignored.

@@ -214,7 +214,10 @@ fn read_callbacks(
 /// it spin: the pending client is accepted and closed with a spare fd.
 /// `host` NULL means "127.0.0.1"; names are resolved synchronously with
 /// getaddrinfo (blocking), and the first address it gives is used.
-/// `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+/// `backlog <= 0` means `SOMAXCONN`, the recommended value (the kernel caps it at
+/// `net.core.somaxconn`): a short queue overflows when many clients connect at
+/// once, and their connects stall or are reset. Port 0 picks one
+/// (`epoll_loop_listener_port`).
 /// Returns: 0, and the listener in `*out`.
 /// Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
 /// `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
