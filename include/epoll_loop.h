@@ -50,6 +50,73 @@
 #define EPOLL_LOOP_EFORKED -3101
 
 /**
+ * Name resolution: the host's address family is not supported
+ * (glibc's `EAI_ADDRFAMILY`). The library's own codes start at -3000 and
+ * are never `-errno`; -3000..-3099 are name-resolution failures
+ * (`EPOLL_LOOP_EAI_x` is `EAI_x - 3000` with glibc's values).
+ */
+#define EPOLL_LOOP_EAI_ADDRFAMILY -3009
+
+/**
+ * Name resolution: temporary failure (no answer from the name server, e.g.
+ * no DNS server reachable); trying again later may work (`EAI_AGAIN`).
+ */
+#define EPOLL_LOOP_EAI_AGAIN -3003
+
+/**
+ * Name resolution: bad flags in the lookup's hints (`EAI_BADFLAGS`).
+ */
+#define EPOLL_LOOP_EAI_BADFLAGS -3001
+
+/**
+ * Name resolution: non-recoverable failure of the name server (`EAI_FAIL`).
+ */
+#define EPOLL_LOOP_EAI_FAIL -3004
+
+/**
+ * Name resolution: address family not supported (`EAI_FAMILY`).
+ */
+#define EPOLL_LOOP_EAI_FAMILY -3006
+
+/**
+ * Name resolution: out of memory (`EAI_MEMORY`).
+ */
+#define EPOLL_LOOP_EAI_MEMORY -3010
+
+/**
+ * Name resolution: the host name exists but has no address (`EAI_NODATA`).
+ */
+#define EPOLL_LOOP_EAI_NODATA -3005
+
+/**
+ * Name resolution: the host name is not known (`EAI_NONAME`).
+ */
+#define EPOLL_LOOP_EAI_NONAME -3002
+
+/**
+ * Name resolution: a result buffer was too small (`EAI_OVERFLOW`).
+ */
+#define EPOLL_LOOP_EAI_OVERFLOW -3012
+
+/**
+ * Name resolution: service not available for the socket type (`EAI_SERVICE`).
+ */
+#define EPOLL_LOOP_EAI_SERVICE -3008
+
+/**
+ * Name resolution: socket type not supported (`EAI_SOCKTYPE`).
+ */
+#define EPOLL_LOOP_EAI_SOCKTYPE -3007
+
+/**
+ * `epoll_loop_signal_start` of a signal that is not blocked in the calling
+ * thread: block it in every thread first (`epoll_loop_signal_block`, in the
+ * main thread before other threads start), or its default action would run
+ * instead of the callback.
+ */
+#define EPOLL_LOOP_ENOTBLOCKED -3100
+
+/**
  * Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
  */
 #define EPOLL_LOOP_IN 1
@@ -158,15 +225,28 @@ typedef void (*echo_server_log_fn)(int level, const char *message, void *user_da
  * `echo_server_config_init`, then change the fields you need: fields may be
  * added at the end in later versions, and `struct_size` tells the library
  * which ones your program knows.
+ *
+ * Versions: the library reads only the fields that lie wholly inside
+ * `struct_size` and defaults the others, so a program built against an older
+ * header works (the first layout ended after `log_user_data`, 64 bytes;
+ * `log_level` came later and defaults to `EPOLL_LOOP_LOG_INFO`). A
+ * `struct_size` smaller than 64 is refused (`-EINVAL`). A larger one (a
+ * program built against a newer header) is accepted when every byte past this
+ * library's struct is zero (the newer fields are unset, and their zero means
+ * "default"); otherwise, or above 4096 bytes, it is refused with `-E2BIG`, as
+ * Linux's `openat2` does: a field this library does not know is set, and
+ * ignoring it would lose what the caller asked for.
  */
 typedef struct echo_server_config {
   /**
-   * `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
+   * `sizeof(echo_server_config)` as the caller was compiled; set by
+   * `_config_init`. From 64 (the first layout) up; see the struct's comment.
    */
   uint32_t struct_size;
   /**
    * Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
-   * getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
+   * getaddrinfo: its first address is used). Default "127.0.0.1"; NULL also
+   * means "127.0.0.1".
    */
   const char *host;
   /**
@@ -174,7 +254,10 @@ typedef struct echo_server_config {
    */
   uint16_t port;
   /**
-   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default `SOMAXCONN`, the
+   * recommended value (the kernel caps it at `net.core.somaxconn`). The
+   * tutorial's 10 is a teaching value: 200 clients connecting at once
+   * overflow such a queue, and their connects stall or are reset.
    */
   int backlog;
   /**
@@ -358,7 +441,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+ * Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
+ * `SOMAXCONN` (not the tutorial's 10, too short for a burst of clients), one
  * thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
  * log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
  * Returns: nothing. `cfg` NULL is ignored.
@@ -372,10 +456,15 @@ void echo_server_config_init(struct echo_server_config *cfg);
  * Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
  * port through `SO_REUSEPORT`); it is listening when this returns.
  * Returns: 0, and the server in `*out`.
- * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
- * `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
- * `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
- * (no thread could be started). On error nothing is left running or open.
+ * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
+ * `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
+ * did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
+ * `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
+ * byte past it, or above 4096: the program sets a field this version does not
+ * know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
+ * `-EAGAIN` (no thread could be started). On error nothing is left running or
+ * open. `struct_size` from 64 up to this library's size reads the fields
+ * inside it and defaults the rest (see `echo_server_config`).
  * Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
  * library copies what it needs from `cfg` (including `host`).
  * Thread safety: safe from any thread.
@@ -446,8 +535,10 @@ int echo_server_stop(struct echo_server *srv);
  * Describes an error code returned by this library.
  *
  * Returns: a static, NUL-terminated English message naming the errno constant
- * (for example "bad file descriptor (EBADF)"); "success" for 0; "unknown error"
- * for codes it does not know. Both `-EBADF` and `EBADF` are accepted.
+ * (for example "bad file descriptor (EBADF): the fd is negative or not
+ * open") or the library's own constant ("host name not known
+ * (EPOLL_LOOP_EAI_NONAME)"); "success" for 0; "unknown error" for codes it
+ * does not know. Both `-EBADF` and `EBADF` are accepted.
  * Errors: none.
  * Ownership: the string is static; never free it.
  * Thread safety: safe from any thread.
@@ -537,8 +628,9 @@ int epoll_loop_free(struct epoll_loop *loop);
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, unknown bits in `events`,
  * or a combination the kernel refuses such as `_EXCLUSIVE|_ONESHOT`), `-EBADF`
  * (`fd` negative or not open), `-EEXIST` (`fd` already registered on this loop),
- * `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`,
- * `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`
+ * (the epoll watch limit, `/proc/sys/fs/epoll/max_user_watches`), `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
  * Ownership: the caller keeps owning `fd` and `user_data`. Unregister before
  * closing: epoll watches the open file description, not the number.
  * Thread safety: loop thread; allowed inside callbacks.
@@ -558,7 +650,9 @@ int epoll_loop_register(struct epoll_loop *loop,
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
  * negative, or closed since it was registered), `-ENOENT` (not registered on this
- * loop), `-ENOTRECOVERABLE`.
+ * loop, or closed and its number reused by another file), `-EPERM` (closed and
+ * its number reused by a file epoll cannot watch), `-ENOTRECOVERABLE`. A
+ * closed fd stays registered after such an error: `epoll_loop_unregister` it.
  * Ownership: unchanged.
  * Thread safety: loop thread; allowed inside callbacks.
  */
@@ -567,7 +661,9 @@ int epoll_loop_modify(struct epoll_loop *loop, int fd, uint32_t events);
 /**
  * Stops watching `fd` (`select.epoll.unregister()`). Events for it already
  * fetched in the current batch are not delivered. Succeeds even when `fd` was
- * closed first, and frees its slot.
+ * closed first, and frees its slot, whatever its number refers to now
+ * (nothing, or another file, even one epoll cannot watch such as a regular
+ * file, a directory or `/dev/null`).
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed), `-EBADF` (`fd` negative), `-ENOENT`
  * (not registered on this loop), `-ENOTRECOVERABLE`.
@@ -681,7 +777,8 @@ int epoll_loop_get_stats(const struct epoll_loop *loop, struct epoll_loop_stats 
  * unblocked (running its handler or default action, e.g. terminating). Call this
  * in the main thread before starting other threads (they inherit the mask).
  * Returns: 0.
- * Errors: `-EINVAL` (not a valid signal number).
+ * Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+ * nothing can block).
  * Ownership: nothing.
  * Thread safety: affects only the calling thread.
  */
@@ -696,9 +793,10 @@ int epoll_loop_signal_block(int signo);
  * read by one of them.
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
- * `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
- * with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
- * loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+ * calling thread: block it with `epoll_loop_signal_block` first, in every
+ * thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
  * Ownership: the caller keeps owning `user_data`.
  * Thread safety: loop thread; allowed inside callbacks.
  */
@@ -740,12 +838,17 @@ int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_d
  * connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
  * it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
  * it spin: the pending client is accepted and closed with a spare fd.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking).
- * `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking), and the first address it gives is used.
+ * `backlog <= 0` means `SOMAXCONN`, the recommended value (the kernel caps it at
+ * `net.core.somaxconn`): a short queue overflows when many clients connect at
+ * once, and their connects stall or are reset. Port 0 picks one
+ * (`epoll_loop_listener_port`).
  * Returns: 0, and the listener in `*out`.
- * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8), `-ENOENT` (host
- * not found), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`,
- * `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
+ * `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+ * `EPOLL_LOOP_EAI_AGAIN`, ...), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
  * Ownership: the caller owns `*out` and frees it with `epoll_loop_listener_close`
  * (freeing the loop first closes the socket; `_close` then only frees the handle).
  * Thread safety: loop thread; allowed inside callbacks.
@@ -800,12 +903,14 @@ int epoll_loop_listener_close(struct epoll_loop_listener *l);
  * connection is established; if it fails, only `on_close` runs, with the error
  * (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
  * Writes made before `on_open` are queued and sent once it is open.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
- * pass a numeric address to avoid that).
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking: pass a numeric address to avoid that), and the first
+ * address it gives is used.
  * Returns: 0, and the connection in `*out` (no callback has run yet).
  * Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
- * UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
- * `-ENOTRECOVERABLE`.
+ * UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
+ * `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
  * Ownership: the handle belongs to the library; it stays valid until `on_close`
  * returns.
  * Thread safety: loop thread; allowed inside callbacks.

@@ -31,17 +31,36 @@ pub type echo_server_log_fn =
 /// `echo_server_config_init`, then change the fields you need: fields may be
 /// added at the end in later versions, and `struct_size` tells the library
 /// which ones your program knows.
+///
+/// Versions: the library reads only the fields that lie wholly inside
+/// `struct_size` and defaults the others, so a program built against an older
+/// header works (the first layout ended after `log_user_data`, 64 bytes;
+/// `log_level` came later and defaults to `EPOLL_LOOP_LOG_INFO`). A
+/// `struct_size` smaller than 64 is refused (`-EINVAL`). A larger one (a
+/// program built against a newer header) is accepted when every byte past this
+/// library's struct is zero (the newer fields are unset, and their zero means
+/// "default"); otherwise, or above 4096 bytes, it is refused with `-E2BIG`, as
+/// Linux's `openat2` does: a field this library does not know is set, and
+/// ignoring it would lose what the caller asked for.
+// Fields added later start at or after the current size (72), never in the
+// trailing padding after `log_level`: a newer program's struct_size must grow,
+// or an older library could not tell that a new field is set.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct echo_server_config {
-    /// `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
+    /// `sizeof(echo_server_config)` as the caller was compiled; set by
+    /// `_config_init`. From 64 (the first layout) up; see the struct's comment.
     pub struct_size: u32,
     /// Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
-    /// getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
+    /// getaddrinfo: its first address is used). Default "127.0.0.1"; NULL also
+    /// means "127.0.0.1".
     pub host: *const c_char,
     /// Port; 0 picks an ephemeral port (read it with `echo_server_port`). Default 8888.
     pub port: u16,
-    /// `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+    /// `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default `SOMAXCONN`, the
+    /// recommended value (the kernel caps it at `net.core.somaxconn`). The
+    /// tutorial's 10 is a teaching value: 200 clients connecting at once
+    /// overflow such a queue, and their connects stall or are reset.
     pub backlog: c_int,
     /// Loop threads for `echo_server_start` (each with its own listener on the same
     /// port through `SO_REUSEPORT`). Default 1. `echo_server_attach` requires 1.
@@ -163,7 +182,51 @@ fn new_server(port: u16, shared: Arc<Shared>, kind: Kind) -> Result<Handle, Errn
 
 const DEFAULT_HOST: &CStr = c"127.0.0.1";
 
-/// Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+/// The first published layout ended after `log_user_data`.
+const CONFIG_FIRST_SIZE: usize = 64;
+
+/// Where each field of `echo_server_config` ends, in order.
+const CONFIG_FIELD_ENDS: [usize; 11] = {
+    use std::mem::{offset_of, size_of};
+    type C = echo_server_config;
+    [
+        offset_of!(C, struct_size) + size_of::<u32>(),
+        offset_of!(C, host) + size_of::<*const c_char>(),
+        offset_of!(C, port) + size_of::<u16>(),
+        offset_of!(C, backlog) + size_of::<c_int>(),
+        offset_of!(C, threads) + size_of::<u32>(),
+        offset_of!(C, max_connections) + size_of::<u32>(),
+        offset_of!(C, idle_timeout_ms) + size_of::<u32>(),
+        offset_of!(C, max_pending_bytes) + size_of::<usize>(),
+        offset_of!(C, log) + size_of::<echo_server_log_fn>(),
+        offset_of!(C, log_user_data) + size_of::<*mut c_void>(),
+        offset_of!(C, log_level) + size_of::<c_int>(),
+    ]
+};
+
+const _: () = assert!(CONFIG_FIELD_ENDS[9] == CONFIG_FIRST_SIZE);
+
+/// The defaults `echo_server_config_init` writes (and fields an older
+/// program's smaller struct lacks take).
+fn default_config() -> echo_server_config {
+    let d = EchoConfig::default();
+    echo_server_config {
+        struct_size: std::mem::size_of::<echo_server_config>() as u32,
+        host: DEFAULT_HOST.as_ptr(),
+        port: d.port,
+        backlog: d.backlog,
+        threads: d.threads,
+        max_connections: d.max_connections,
+        idle_timeout_ms: d.idle_timeout_ms,
+        max_pending_bytes: d.max_pending_bytes,
+        log: None,
+        log_user_data: std::ptr::null_mut(),
+        log_level: EPOLL_LOOP_LOG_INFO,
+    }
+}
+
+/// Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
+/// `SOMAXCONN` (not the tutorial's 10, too short for a burst of clients), one
 /// thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
 /// log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
 /// Returns: nothing. `cfg` NULL is ignored.
@@ -176,22 +239,8 @@ pub unsafe extern "C" fn echo_server_config_init(cfg: *mut echo_server_config) {
         if cfg.is_null() {
             return 0;
         }
-        let d = EchoConfig::default();
-        let c = echo_server_config {
-            struct_size: std::mem::size_of::<echo_server_config>() as u32,
-            host: DEFAULT_HOST.as_ptr(),
-            port: d.port,
-            backlog: d.backlog,
-            threads: d.threads,
-            max_connections: d.max_connections,
-            idle_timeout_ms: d.idle_timeout_ms,
-            max_pending_bytes: d.max_pending_bytes,
-            log: None,
-            log_user_data: std::ptr::null_mut(),
-            log_level: EPOLL_LOOP_LOG_INFO,
-        };
         // SAFETY: non-NULL, and per the contract writable for one config.
-        unsafe { write_out(cfg, c) };
+        unsafe { write_out(cfg, default_config()) };
         0
     });
 }
@@ -216,7 +265,8 @@ unsafe impl Send for CLog {}
 // SAFETY: as above; with threads > 1 it may be called concurrently, as documented.
 unsafe impl Sync for CLog {}
 
-/// Reads and validates a C config.
+/// Reads and validates a C config (of any `struct_size` the struct's docs
+/// accept: see `read_sized`).
 ///
 /// # Safety
 /// `cfg` is NULL or points to at least `struct_size` readable bytes.
@@ -224,13 +274,10 @@ unsafe fn read_config(cfg: *const echo_server_config) -> Result<EchoConfig, Errn
     if cfg.is_null() {
         return Err(Errno::EINVAL);
     }
-    // SAFETY: non-NULL; `struct_size` is the first field of every version.
-    let size = unsafe { std::ptr::addr_of!((*cfg).struct_size).read() } as usize;
-    if size < std::mem::size_of::<echo_server_config>() {
-        return Err(Errno::EINVAL);
-    }
-    // SAFETY: the caller's struct is at least as large as ours (checked above).
-    let c = unsafe { cfg.read() };
+    // SAFETY: non-NULL, with `struct_size` readable bytes of a config, per the contract.
+    let c = unsafe {
+        super::error::read_sized(cfg, default_config(), CONFIG_FIRST_SIZE, &CONFIG_FIELD_ENDS)
+    }?;
     let host = if c.host.is_null() {
         "127.0.0.1".to_owned()
     } else {
@@ -263,10 +310,15 @@ unsafe fn read_config(cfg: *const echo_server_config) -> Result<EchoConfig, Errn
 /// Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
 /// port through `SO_REUSEPORT`); it is listening when this returns.
 /// Returns: 0, and the server in `*out`.
-/// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
-/// `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
-/// `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
-/// (no thread could be started). On error nothing is left running or open.
+/// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
+/// `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
+/// did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
+/// `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
+/// byte past it, or above 4096: the program sets a field this version does not
+/// know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
+/// `-EAGAIN` (no thread could be started). On error nothing is left running or
+/// open. `struct_size` from 64 up to this library's size reads the fields
+/// inside it and defaults the rest (see `echo_server_config`).
 /// Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
 /// library copies what it needs from `cfg` (including `host`).
 /// Thread safety: safe from any thread.

@@ -439,8 +439,9 @@ fn io_callback(
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, unknown bits in `events`,
 /// or a combination the kernel refuses such as `_EXCLUSIVE|_ONESHOT`), `-EBADF`
 /// (`fd` negative or not open), `-EEXIST` (`fd` already registered on this loop),
-/// `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`,
-/// `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`
+/// (the epoll watch limit, `/proc/sys/fs/epoll/max_user_watches`), `-ENOMEM`,
+/// `-ENOTRECOVERABLE`.
 /// Ownership: the caller keeps owning `fd` and `user_data`. Unregister before
 /// closing: epoll watches the open file description, not the number.
 /// Thread safety: loop thread; allowed inside callbacks.
@@ -466,7 +467,9 @@ pub unsafe extern "C" fn epoll_loop_register(
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
 /// negative, or closed since it was registered), `-ENOENT` (not registered on this
-/// loop), `-ENOTRECOVERABLE`.
+/// loop, or closed and its number reused by another file), `-EPERM` (closed and
+/// its number reused by a file epoll cannot watch), `-ENOTRECOVERABLE`. A
+/// closed fd stays registered after such an error: `epoll_loop_unregister` it.
 /// Ownership: unchanged.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
@@ -482,7 +485,9 @@ pub unsafe extern "C" fn epoll_loop_modify(
 
 /// Stops watching `fd` (`select.epoll.unregister()`). Events for it already
 /// fetched in the current batch are not delivered. Succeeds even when `fd` was
-/// closed first, and frees its slot.
+/// closed first, and frees its slot, whatever its number refers to now
+/// (nothing, or another file, even one epoll cannot watch such as a regular
+/// file, a directory or `/dev/null`).
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed), `-EBADF` (`fd` negative), `-ENOENT`
 /// (not registered on this loop), `-ENOTRECOVERABLE`.
@@ -705,7 +710,8 @@ pub type epoll_loop_post_cb =
 /// unblocked (running its handler or default action, e.g. terminating). Call this
 /// in the main thread before starting other threads (they inherit the mask).
 /// Returns: 0.
-/// Errors: `-EINVAL` (not a valid signal number).
+/// Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+/// nothing can block).
 /// Ownership: nothing.
 /// Thread safety: affects only the calling thread.
 #[unsafe(no_mangle)]
@@ -721,9 +727,10 @@ pub extern "C" fn epoll_loop_signal_block(signo: c_int) -> c_int {
 /// read by one of them.
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
-/// `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
-/// with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
-/// loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+/// calling thread: block it with `epoll_loop_signal_block` first, in every
+/// thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+/// `-ENOTRECOVERABLE`.
 /// Ownership: the caller keeps owning `user_data`.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]

@@ -15,7 +15,6 @@
 use super::event_loop::{LOOPS, LoopState, epoll_loop, with_loop};
 use super::guard::{guarded, write_out};
 use super::handle::{self, Handle, Poison, Table};
-use crate::echo::resolve;
 use crate::event_loop::EventLoop;
 use crate::sys::{Errno, socket};
 use crate::tcp::{Conn, ConnHandler, Limits, Listener, TcpStats};
@@ -284,12 +283,17 @@ fn read_callbacks(
 /// connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
 /// it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
 /// it spin: the pending client is accepted and closed with a spare fd.
-/// `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking).
-/// `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+/// `host` NULL means "127.0.0.1"; names are resolved synchronously with
+/// getaddrinfo (blocking), and the first address it gives is used.
+/// `backlog <= 0` means `SOMAXCONN`, the recommended value (the kernel caps it at
+/// `net.core.somaxconn`): a short queue overflows when many clients connect at
+/// once, and their connects stall or are reset. Port 0 picks one
+/// (`epoll_loop_listener_port`).
 /// Returns: 0, and the listener in `*out`.
-/// Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8), `-ENOENT` (host
-/// not found), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`,
-/// `-ENOTRECOVERABLE`.
+/// Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
+/// `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+/// `EPOLL_LOOP_EAI_AGAIN`, ...), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`,
+/// `-EMFILE`, `-ENOTRECOVERABLE`.
 /// Ownership: the caller owns `*out` and frees it with `epoll_loop_listener_close`
 /// (freeing the loop first closes the socket; `_close` then only frees the handle).
 /// Thread safety: loop thread; allowed inside callbacks.
@@ -308,7 +312,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_listen(
             return Err(Errno::EINVAL);
         }
         let cbs = read_callbacks(cbs)?;
-        let addr = resolve(&read_host(host)?, port)?;
+        let addr = socket::resolve(&read_host(host)?, port)?[0];
         let fd = socket::tcp_listen(&addr, backlog, false)?;
         let port = socket::local_addr(std::os::fd::AsRawFd::as_raw_fd(&fd))?.port();
         let limits = Rc::new(Cell::new(Limits::default()));
@@ -461,12 +465,14 @@ pub unsafe extern "C" fn epoll_loop_listener_close(l: *mut epoll_loop_listener) 
 /// connection is established; if it fails, only `on_close` runs, with the error
 /// (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
 /// Writes made before `on_open` are queued and sent once it is open.
-/// `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
-/// pass a numeric address to avoid that).
+/// `host` NULL means "127.0.0.1"; names are resolved synchronously with
+/// getaddrinfo (blocking: pass a numeric address to avoid that), and the first
+/// address it gives is used.
 /// Returns: 0, and the connection in `*out` (no callback has run yet).
 /// Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
-/// UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
-/// `-ENOTRECOVERABLE`.
+/// UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
+/// `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
+/// `-EMFILE`, `-ENOTRECOVERABLE`.
 /// Ownership: the handle belongs to the library; it stays valid until `on_close`
 /// returns.
 /// Thread safety: loop thread; allowed inside callbacks.
@@ -484,7 +490,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_connect(
             return Err(Errno::EINVAL);
         }
         let cbs = read_callbacks(cbs)?;
-        let addr: SocketAddr = resolve(&read_host(host)?, port)?;
+        let addr: SocketAddr = socket::resolve(&read_host(host)?, port)?[0];
         let cc = CConn::new(cbs, st, user_data)?;
         let conn = Conn::connect(
             st.core(),

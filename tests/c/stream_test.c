@@ -819,7 +819,8 @@ static void test_signals(void)
     memset(&st, 0, sizeof st);
     REQUIRE(epoll_loop_new(&loop) == 0);
     /* misuse */
-    CHECK_RC(epoll_loop_signal_start(loop, SIGUSR2, on_usr1, &st), -EINVAL); /* not blocked */
+    CHECK_RC(epoll_loop_signal_start(loop, SIGUSR2, on_usr1, &st), EPOLL_LOOP_ENOTBLOCKED);
+    CHECK(strstr(epoll_loop_strerror(EPOLL_LOOP_ENOTBLOCKED), "epoll_loop_signal_block") != NULL);
     CHECK_RC(epoll_loop_signal_start(loop, SIGKILL, on_usr1, &st), -EINVAL);
     CHECK_RC(epoll_loop_signal_start(loop, SIGSTOP, on_usr1, &st), -EINVAL);
     CHECK_RC(epoll_loop_signal_start(loop, 0, on_usr1, &st), -EINVAL);
@@ -829,6 +830,8 @@ static void test_signals(void)
     CHECK_RC(epoll_loop_signal_stop(loop, SIGUSR2), -ENOENT);
     CHECK_RC(epoll_loop_signal_block(0), -EINVAL);
     CHECK_RC(epoll_loop_signal_block(1000), -EINVAL);
+    CHECK_RC(epoll_loop_signal_block(SIGKILL), -EINVAL);
+    CHECK_RC(epoll_loop_signal_block(SIGSTOP), -EINVAL);
 
     CHECK_RC(epoll_loop_signal_start(loop, SIGUSR1, on_usr1, &st), 0);
     CHECK_RC(epoll_loop_signal_start(loop, SIGUSR1, on_usr1, &st), -EEXIST);
