@@ -79,7 +79,7 @@ fn message(code: c_int) -> &'static CStr {
         Errno(libc::ENOMEM) => c"out of memory (ENOMEM)",
         Errno(libc::EACCES) => c"permission denied (EACCES): e.g. a port below 1024 without the privilege",
         Errno(libc::EFAULT) => c"bad address (EFAULT)",
-        Errno(libc::EBUSY) => c"busy (EBUSY): the loop is running: _poll, _run or _free from one of its own callbacks, or a call from another thread while it runs",
+        Errno(libc::EBUSY) => c"busy (EBUSY): the loop is in use: _poll, _run or _free from inside a call on this loop (e.g. one of its callbacks), or a call while another thread is inside one",
         Errno(libc::EEXIST) => c"already exists (EEXIST): the fd is already registered on this loop, or the signal already watched by it",
         Errno(libc::EINVAL) => c"invalid argument (EINVAL)",
         Errno(libc::ENFILE) => c"too many open files in the system (ENFILE)",
