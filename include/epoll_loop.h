@@ -681,6 +681,19 @@ int epoll_loop_unregister(struct epoll_loop *loop, int fd);
  * callback of each ready fd, then each due timer. If a signal interrupts the
  * wait while a stop is pending (e.g. `epoll_loop_stop` from a signal handler),
  * it returns 0 at once instead of waiting out the rest.
+ *
+ * Stop rule (libuv's): a pending `epoll_loop_stop` is consumed at the end of
+ * each `_poll`. With a stop already pending, `_poll` does not block: it waits
+ * with timeout 0, runs what is ready, and consumes the stop; a stop made by a
+ * callback (or another thread) during this `_poll` is consumed by it too. So
+ * a stop never carries over into a later `_run`:
+ *
+ * ```c
+ * epoll_loop_stop(loop);       // nothing running: the stop is pending
+ * epoll_loop_poll(loop, -1);   // returns at once, and consumes it
+ * epoll_loop_run(loop);        // runs until idle or the next stop
+ * ```
+ *
  * Returns: the number of callbacks run (fd and timer alike); 0 on timeout or
  * after `epoll_loop_wake`.
  * Errors: `-EINVAL` (`loop` NULL or freed, `timeout_ms < -1`), `-EBUSY` (called
@@ -694,8 +707,20 @@ int epoll_loop_poll(struct epoll_loop *loop, int timeout_ms);
 /**
  * Polls until `epoll_loop_stop` is called or nothing is left to wait for (no fd
  * registered, no timer pending).
- * Returns: 0 when nothing was left, 1 when stopped by `epoll_loop_stop` (a stop
- * requested before `_run` makes it return 1 at once; each request is used once).
+ *
+ * Stop rule (libuv's): `_run` consumes a pending stop when it returns, and
+ * returns 1 when it consumed one. A stop requested while nothing runs is
+ * consumed by whichever of `_poll` or `_run` comes next: if that is `_run`,
+ * it returns 1 at once; its own iterations leave the stop for it to see.
+ *
+ * ```c
+ * epoll_loop_stop(loop);       // nothing running: the stop is pending
+ * epoll_loop_run(loop);        // returns 1 at once, the stop consumed
+ * epoll_loop_run(loop);        // runs until idle or the next stop
+ * ```
+ *
+ * Returns: 0 when nothing was left, 1 when it consumed a stop (requested
+ * before `_run`, from a callback, from another thread or a signal handler).
  * Errors: `-EINVAL` (`loop` NULL or freed), `-EBUSY` (called from one of this
  * loop's callbacks, or while another thread runs the loop), `-ENOTRECOVERABLE`,
  * or an `epoll_wait` error.
@@ -706,8 +731,19 @@ int epoll_loop_run(struct epoll_loop *loop);
 
 /**
  * Asks `epoll_loop_run` to return (with 1) after the current iteration, waking it
- * if it is blocked. A stop requested while `_run` is not running is remembered
- * and makes the next `_run` return at once.
+ * if it is blocked, and a running `epoll_loop_poll` not to block.
+ *
+ * The request is consumed at the end of the next `_poll` or `_run`, whichever
+ * ends first (libuv's `uv_stop` rule), so it never outlives the call that saw
+ * it: a stop made while nothing runs makes the next `_run` return 1 at once,
+ * or the next `_poll` not block (and then a later `_run` runs normally).
+ *
+ * ```c
+ * epoll_loop_stop(loop);       // from a callback inside _poll: that _poll consumes it
+ * epoll_loop_poll(loop, -1);   // (after a stop made while idle) returns at once
+ * epoll_loop_run(loop);        // not stopped by the old request
+ * ```
+ *
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
  * it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, called in a forked

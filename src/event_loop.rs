@@ -15,6 +15,10 @@
 //!   while timers run wait for the next `poll`.
 //! - `EINTR` is retried with the remaining time (PEP 475), except after a stop
 //!   request made from a signal handler.
+//! - A stop request is consumed at the end of each `poll` and each `run`
+//!   (libuv's rule for `uv_stop`): `poll` with a stop pending does not block,
+//!   `run` returns [`RunExit::Stopped`] when it consumed one. A stop never
+//!   outlives the call that saw it, so it cannot end a later `run` at once.
 
 use crate::poller::{EpollEvent, Poller, ms_round_up};
 use crate::sys::signal::{self, SigSet};
@@ -119,9 +123,10 @@ impl Remote {
         eventfd::signal(&self.waker)
     }
 
-    /// Asks `run` to return [`RunExit::Stopped`] after the current iteration (or
-    /// at once, if called before `run`): the request is remembered until a `run`
-    /// consumes it.
+    /// Asks `run` to return [`RunExit::Stopped`] after the current iteration,
+    /// and a `poll` not to block. The request is remembered until the end of
+    /// the next `poll` or `run` (one made while neither runs is consumed by
+    /// whichever comes first).
     pub fn stop(&self) -> Result<()> {
         self.stop.store(true, Ordering::Release);
         self.wake()
@@ -604,14 +609,31 @@ impl EventLoop {
     /// to the next timer's deadline), runs the callbacks of the ready fds, then the
     /// due timers. Returns the number of callbacks run (fd and timer alike).
     ///
+    /// With a stop pending (requested before, or by a callback or another
+    /// thread while it waits), it does not block: it waits with timeout 0,
+    /// dispatches what is ready, and consumes the stop at the end.
+    ///
     /// Errors: `EBUSY` (called from one of this loop's callbacks), `EINVAL`
-    /// (`timeout_ms < -1`), or an `epoll_wait` error.
+    /// (`timeout_ms < -1`), or an `epoll_wait` error. A failed `poll` leaves a
+    /// pending stop alone (a refused nested `poll` must not eat its `run`'s stop).
     pub fn poll(&self, timeout_ms: i32) -> Result<usize> {
+        let n = self.poll_once(timeout_ms)?;
+        self.remote.take_stop();
+        Ok(n)
+    }
+
+    /// One iteration of `poll`, leaving a stop request for the caller.
+    fn poll_once(&self, timeout_ms: i32) -> Result<usize> {
         let _guard = DispatchGuard::enter(&self.dispatching)?;
         if timeout_ms < -1 {
             return Err(Errno::EINVAL);
         }
-        let mut wait_ms = timeout_ms;
+        let remote = &self.remote;
+        let mut wait_ms = if remote.stop_requested() {
+            0
+        } else {
+            timeout_ms
+        };
         let next_timer = self.timers.borrow_mut().next_deadline();
         if let Some(deadline) = next_timer {
             let now = sys::monotonic_ns();
@@ -631,7 +653,6 @@ impl EventLoop {
         if batch.is_empty() {
             batch = vec![EpollEvent { events: 0, u64: 0 }; INITIAL_BATCH];
         }
-        let remote = &self.remote;
         let n = match self
             .poller
             .wait(&mut batch, wait_ms, || !remote.stop_requested())
@@ -703,6 +724,9 @@ impl EventLoop {
     }
 
     /// Polls until [`EventLoop::stop`] is called or nothing is left to wait for.
+    /// Returns [`RunExit::Stopped`] when it consumed a stop request (one made
+    /// before `run` included: then it returns at once), else
+    /// [`RunExit::Idle`]. Its iterations leave the stop for it to see.
     ///
     /// Errors: `EBUSY` (called from one of this loop's callbacks), or a `poll` error.
     pub fn run(&self) -> Result<RunExit> {
@@ -714,9 +738,15 @@ impl EventLoop {
                 return Ok(RunExit::Stopped);
             }
             if self.is_idle() {
-                return Ok(RunExit::Idle);
+                // A stop that came meanwhile (another thread) ends here too:
+                // no request outlives the run that saw it.
+                return Ok(if self.remote.take_stop() {
+                    RunExit::Stopped
+                } else {
+                    RunExit::Idle
+                });
             }
-            self.poll(-1)?;
+            self.poll_once(-1)?;
         }
     }
 }
@@ -867,6 +897,67 @@ mod tests {
         lp.stop().unwrap();
         assert_eq!(lp.run().unwrap(), RunExit::Stopped);
         assert_eq!(lp.poll(0).unwrap(), 0);
+    }
+
+    /// libuv's rule: a pending stop is consumed at the end of each poll and run.
+    #[test]
+    fn a_stop_is_consumed_by_the_next_poll_which_does_not_block() {
+        let lp = EventLoop::new().unwrap();
+        let fired = Rc::new(Cell::new(0u32));
+        let f = fired.clone();
+        // A pending timer: poll(-1) would wait 60 s for it, run too.
+        let far = lp.timer_start(60_000, 0, Rc::new(|_: &EventLoop, _| {}));
+        lp.stop().unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(lp.poll(-1).unwrap(), 0, "a pending stop: no blocking");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        // Consumed: a run with a timer pending does not return at once.
+        lp.timer_start(
+            30,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                f.set(f.get() + 1);
+                lp.stop().unwrap();
+            }),
+        );
+        let t0 = std::time::Instant::now();
+        assert_eq!(lp.run().unwrap(), RunExit::Stopped);
+        assert_eq!(fired.get(), 1, "run waited for the timer that stopped it");
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(30));
+        // A stop from a callback inside poll is consumed by that poll.
+        let g = fired.clone();
+        lp.timer_start(
+            0,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                g.set(g.get() + 1);
+                lp.stop().unwrap();
+            }),
+        );
+        assert_eq!(lp.poll(-1).unwrap(), 1);
+        assert_eq!(fired.get(), 2);
+        let h = fired.clone();
+        lp.timer_start(20, 0, Rc::new(move |_: &EventLoop, _| h.set(h.get() + 1)));
+        lp.timer_stop(far).unwrap();
+        assert_eq!(lp.run().unwrap(), RunExit::Idle, "no stop left over");
+        assert_eq!(fired.get(), 3);
+    }
+
+    #[test]
+    fn a_refused_nested_poll_leaves_the_stop_for_run() {
+        let lp = EventLoop::new().unwrap();
+        let nested = Rc::new(Cell::new(None));
+        let n = nested.clone();
+        lp.timer_start(
+            0,
+            1,
+            Rc::new(move |lp: &EventLoop, _| {
+                lp.stop().unwrap();
+                n.set(Some(lp.poll(0).map(|_| ())));
+            }),
+        );
+        assert_eq!(lp.run().unwrap(), RunExit::Stopped);
+        assert_eq!(nested.get(), Some(Err(Errno::EBUSY)));
     }
 
     #[test]

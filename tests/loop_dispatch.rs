@@ -1600,17 +1600,17 @@ fn free_poll_and_run_inside_a_callback_return_ebusy() {
     assert_eq!(lp.run(), 0);
 
     // Even when the loop looks idle (its last timer is running) or a stop is
-    // pending, run() from a callback is refused rather than returning 0 or 1.
+    // pending, run() from a callback is refused rather than returning 0 or 1;
+    // the refused run does not consume the stop, the poll around it does.
     let _wd = Watchdog::new(&lp, Duration::from_secs(5));
     lp.timer_start(0, 0, busy_idle_timer, &idle);
     assert_eq!(lp.poll(1000), 1);
     assert_eq!(idle.rcs.get(), [busy; 2], "run() inside the last callback");
     assert_eq!(
         lp.run(),
-        1,
-        "the stop requested in the callback is still pending"
+        0,
+        "the stop requested in the callback was consumed by the poll that ran it"
     );
-    assert_eq!(lp.run(), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1734,6 +1734,63 @@ fn stop_before_run_is_remembered_and_used_once() {
         0,
         "the request was used; nothing left to wait for"
     );
+}
+
+/// libuv's rule: a pending stop is consumed at the end of each `_poll` and
+/// `_run`; `_poll` with a stop pending does not block.
+#[test]
+fn a_stop_is_consumed_by_the_next_poll_or_run_never_later() {
+    let hits = Hits::default();
+    let far = Hits::default();
+    let s = Stopper {
+        at: 1,
+        rc: Cell::new(-1),
+        ..Stopper::default()
+    };
+    let lp = Loop::new();
+    let _wd = Watchdog::new(&lp, Duration::from_secs(10));
+    let far_id = lp.timer_start(60_000, 0, count_timer, &far);
+
+    // A stop while idle: poll(-1) does not wait for the 60 s timer.
+    assert_eq!(lp.stop(), 0);
+    let t0 = Instant::now();
+    assert_eq!(lp.poll(-1), 0, "a pending stop: poll does not block");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // That poll consumed it: a run with a pending timer waits for the timer.
+    let t0 = Instant::now();
+    lp.timer_start(50, 0, stopper_timer, &s);
+    assert_eq!(lp.run(), 1, "stopped by the timer, not by the old stop");
+    assert_eq!(s.calls.get(), 1, "run did not return at once");
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+
+    // A stop from a callback inside poll is consumed by that poll.
+    let t = Stopper {
+        at: 1,
+        rc: Cell::new(-1),
+        ..Stopper::default()
+    };
+    lp.timer_start(0, 0, stopper_timer, &t);
+    assert_eq!(lp.poll(-1), 1);
+    assert_eq!(t.rc.get(), 0);
+    lp.timer_start(30, 0, count_timer, &hits);
+    let t0 = Instant::now();
+    assert_eq!(lp.timer_stop(far_id), 0);
+    assert_eq!(lp.run(), 0, "no stop left over: run goes until idle");
+    assert_eq!(hits.count.get(), 1);
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+
+    // A stop during run still ends it with 1 (and is consumed by it).
+    let u = Stopper {
+        at: 2,
+        rc: Cell::new(-1),
+        ..Stopper::default()
+    };
+    let id = lp.timer_start(5, 5, stopper_timer, &u);
+    assert_eq!(lp.run(), 1);
+    assert_eq!(u.calls.get(), 2);
+    assert_eq!(lp.timer_stop(id), 0);
+    assert_eq!(lp.run(), 0, "consumed by the run that returned 1");
+    assert_eq!(far.count.get(), 0);
 }
 
 /// State of [`unregister_self`]: unregisters its own fd.
