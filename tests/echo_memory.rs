@@ -106,11 +106,16 @@ fn idle_connection_costs_well_under_1_kib() {
             per_conn < 1024.0,
             "{per_conn:.0} B of server memory per idle connection"
         );
-        // An active client is still served promptly beside them.
+        // An active client is still served beside them (a bound for a stall,
+        // not for speed: the echo takes about a millisecond).
         let mut active = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let t = Instant::now();
         echo(&mut active, &[7u8; 1024]);
-        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "an echo beside the idle connections took {:?}",
+            t.elapsed()
+        );
         drop(conns);
     });
     // SAFETY: plain kill(2) of our own child.

@@ -1072,8 +1072,12 @@ fn non_reading_client_is_capped_while_others_are_served() {
         "pending bytes grew to {} (cap {cap}): the cap is not enforced",
         phase.peak_pending
     );
+    // A round trip takes well under a millisecond; 2 s is for a loaded
+    // machine, far below what a server stuck on the hog would give (the
+    // phase lasts until the hog has been blocked for 500 ms, and a starved
+    // client shows as rtt_error after IO_TIMEOUT).
     assert!(
-        max_rtt < Duration::from_millis(200),
+        max_rtt < Duration::from_secs(2),
         "a round trip took {max_rtt:?} while the hog was blocked"
     );
 
@@ -1219,7 +1223,7 @@ fn idle_timeout_closes_idle_clients_only() {
     let mut end = String::new();
     let mut trips = 0;
     let mut probe = [0u8; 16];
-    while t0.elapsed() < Duration::from_millis(1500) {
+    while t0.elapsed() < Duration::from_secs(3) {
         echo_once(&mut active, b"x")
             .unwrap_or_else(|e| panic!("active client dropped after {:?}: {e}", t0.elapsed()));
         trips += 1;
@@ -1243,13 +1247,14 @@ fn idle_timeout_closes_idle_clients_only() {
          over {:?} and stayed open; stats {st:?}",
         t0.elapsed()
     );
-    let after = idle_closed_after.expect("the idle client was not closed within 1.5 s");
+    let after = idle_closed_after.expect("the idle client was not closed within 3 s");
     assert!(
         after >= Duration::from_millis(180),
         "closed too early: {after:?}"
     );
+    // 10 x the timeout: a loaded machine may be late, a missed timeout never closes.
     assert!(
-        after <= Duration::from_millis(1000),
+        after <= Duration::from_millis(2000),
         "closed too late: {after:?}"
     );
     assert_eq!(st.idle_timeouts, 1, "idle_timeouts");
@@ -1607,8 +1612,10 @@ fn stop_flushes_pending_data() {
         got.len()
     );
     assert_eq!(stop_rc, 0, "echo_server_stop");
+    // The flush before the reset is capped at 2 s; 10 s only fails if that cap
+    // is not kept.
     assert!(
-        stop_time < Duration::from_secs(5),
+        stop_time < Duration::from_secs(10),
         "echo_server_stop took {stop_time:?}"
     );
     assert!(snap.bytes_in > 0, "the server read nothing");

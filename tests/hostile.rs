@@ -207,8 +207,9 @@ fn connect_and_close_storms_neither_crash_nor_wedge_nor_leak() {
         kinds[3]
     );
     assert!(pings > 0);
+    // Milliseconds normally; 5 s is for a loaded machine beside the storm.
     assert!(
-        worst < Duration::from_secs(2),
+        worst < Duration::from_secs(5),
         "the active client waited {worst:?}"
     );
     assert!(
@@ -283,7 +284,12 @@ fn slowloris_connections_are_closed_by_the_idle_timeout() {
         st.idle_timeouts
     );
     assert_eq!(st2.idle_timeouts, n as u64, "only the idle ones timed out");
-    assert!(closed_after < Duration::from_secs(5));
+    // Counted from the last connection opened (opening 1000 takes a while on
+    // a loaded machine): 10 x the idle timeout.
+    assert!(
+        closed_after < opened + Duration::from_millis(10 * idle_ms as u64),
+        "closed {closed_after:?} after the first open, {opened:?} to open them all"
+    );
     assert_eq!(fds, fds0, "fds leaked");
 }
 

@@ -624,10 +624,14 @@ fn proxy_stops_on_sigterm_with_open_pairs() {
     assert!(st.stdout.contains("SIGTERM received"));
     assert_eq!(st.counter("pairs"), 20);
     assert_eq!(st.counter("open"), 0, "every pair closed before the exit");
+    // Closed by the clients' FINs, not by the proxy's 5 s stop deadline (which
+    // says so); a wall-clock bound would also count an ASan exit on a loaded
+    // machine. A hang is caught by stop()'s own limit.
     assert!(
-        st.took < Duration::from_secs(5),
-        "stopping took {:?}",
-        st.took
+        !st.stdout.contains("still open after"),
+        "the stop deadline fired after {:?}:\n{}",
+        st.took,
+        st.stdout
     );
 }
 

@@ -616,7 +616,7 @@ fn connect_to_a_black_hole_times_out_with_etimedout() {
     cli.assert_lifecycle("client");
     assert_eq!(cli.events(), vec![Ev::Close(-libc::ETIMEDOUT)]);
     assert!(
-        took >= Duration::from_millis(295) && took < Duration::from_millis(2000),
+        took >= Duration::from_millis(295) && took < Duration::from_millis(3000),
         "timeout of 300 ms fired after {took:?}"
     );
     drop(fillers);
@@ -1158,7 +1158,7 @@ fn idle_timeout_closes_with_etimedout_and_traffic_defers_it() {
         closed - t0
     );
     assert!(
-        idle >= Duration::from_millis(295) && idle < Duration::from_millis(2000),
+        idle >= Duration::from_millis(295) && idle < Duration::from_millis(3000),
         "closed {idle:?} after the last read"
     );
     cli.assert_lifecycle("client");

@@ -240,8 +240,9 @@ fn stop_wake_and_post_from_eight_threads_while_timers_fire() {
     let exit_latency_us =
         (t0.elapsed().as_micros() as u64).saturating_sub(asked.load(Ordering::SeqCst));
     stopper.join().unwrap();
+    // Microseconds normally; a bound for a missed wake-up, not for speed.
     assert!(
-        exit_latency_us < 1_000_000,
+        exit_latency_us < 5_000_000,
         "run took {exit_latency_us} us to return after stop"
     );
 

@@ -51,6 +51,35 @@ Differences from ``select.epoll``:
 * ``register`` takes the callback as third argument and has no default mask.
 * Registering twice raises ``FileExistsError`` (``EEXIST``), as
   ``select.epoll`` does; a regular file raises ``PermissionError`` (``EPERM``).
+* Event masks must fit in 32 bits (0 through 2**32-1): ``select.epoll`` drops
+  the higher bits, this module raises ``OverflowError``.
+
+Arguments are checked before anything reaches the library, so a refused call
+has registered, started or changed nothing. Every integer must fit in the C
+type it is passed as, else ``OverflowError`` (ctypes alone would silently wrap
+it: port 70000 would listen on 4464, fd 2**32 would be fd 0):
+
+* file descriptors: a C ``int``, and ``ValueError`` if negative, as in
+  ``select.epoll``; ``register``/``modify``/``unregister`` also take an object
+  with ``fileno()``, ``Loop.fromfd`` an integer only (as ``select.epoll.fromfd``);
+* ``events``: ``uint32_t``; ``timer_start``'s ``after_ms``/``repeat_ms`` and
+  ``timer_stop``'s id: ``uint64_t``;
+* ``poll(timeout)``: seconds, an int or a float, rounded up to whole
+  milliseconds, which must fit in a C ``int`` (about 24.8 days; beyond it
+  ``OverflowError``, as ``select.epoll.poll``); ``call_later(delay)``: seconds
+  (negative: now), milliseconds up to ``uint64_t``. NaN is a ``ValueError``;
+* ``EchoServer``: ``port`` ``uint16_t`` (0..65535, as ``socket.bind``),
+  ``backlog`` and ``log_level`` ``int``, ``threads``, ``max_connections`` and
+  ``idle_timeout_ms`` ``uint32_t``, ``max_pending_bytes`` ``size_t``;
+  ``log_level`` must be one of ``LOG_ERROR``..``LOG_DEBUG`` (``ValueError``:
+  :mod:`logging`'s numbers run the other way), and ``host`` (str, bytes or
+  None) must not contain a NUL (``ValueError``: C would read only the part
+  before it). Values the library refuses itself (``threads=0``) raise its
+  ``OSError``.
+
+Integers are anything ``operator.index`` takes (``bool`` too, as in
+``select.epoll``); other types, floats where milliseconds are asked for
+included, raise ``TypeError``.
 
 Errors are ``OSError(errno, strerror)`` (so Python picks the subclass:
 ``FileExistsError``, ``PermissionError``, ``FileNotFoundError`` for ``ENOENT``,
@@ -80,6 +109,7 @@ called from other threads.
 import ctypes
 import ctypes.util
 import errno as _errno
+import operator as _operator
 import os
 import select as _select
 import signal as _signal
@@ -217,6 +247,20 @@ class _EchoServerConfig(ctypes.Structure):
     ]
 
 
+# The C types of _EchoServerConfig's integer fields, for _c_integer.
+_CONFIG_C_TYPES = {
+    "port": "uint16_t",
+    "backlog": "int",
+    "threads": "uint32_t",
+    "max_connections": "uint32_t",
+    "idle_timeout_ms": "uint32_t",
+    "max_pending_bytes": "size_t",
+    "log_level": "int",
+}
+# Values the library would take without complaint but that mean nothing (or,
+# with logging's numbers, where higher is more severe, the opposite).
+_CONFIG_VALID = {"log_level": (LOG_ERROR, LOG_DEBUG, "one of LOG_ERROR..LOG_DEBUG (1..4)")}
+
 # The library writes (and reads) its own idea of these structs' sizes; a newer
 # library may have grown them at the end. Buffers this large leave room.
 _STRUCT_ROOM = 1024
@@ -334,18 +378,93 @@ def _install_unraisable_hook():
         _sys.unraisablehook = _unraisable_hook
 
 
-def _fd_of(fd):
-    if isinstance(fd, int):
-        return fd
-    return fd.fileno()
+# ------------------------------------------------------------------ arguments
+#
+# ctypes converts a Python int to a C integer by dropping the high bits
+# (70000 -> port 4464, 2**32 -> fd 0), so every integer crosses into C through
+# _c_integer, which refuses what the C type cannot hold.
 
 
-def _timeout_ms(timeout):
-    """Seconds (select's unit) to the library's ms, rounded up as select.epoll does."""
-    if timeout is None or timeout < 0:
-        return -1
-    ms = int(-(-timeout * 1000 // 1))  # ceil without importing math
-    return min(ms, 2**31 - 1)
+def _c_range(ctype):
+    bits = 8 * ctypes.sizeof(ctype)
+    if ctype(-1).value < 0:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+# The C types of the library's integer parameters, by their names in the header.
+_C_RANGES = {
+    "int": _c_range(ctypes.c_int),
+    "uint16_t": _c_range(ctypes.c_uint16),
+    "uint32_t": _c_range(ctypes.c_uint32),
+    "uint64_t": _c_range(ctypes.c_uint64),
+    "size_t": _c_range(ctypes.c_size_t),
+}
+
+
+def _c_integer(value, ctype, name, valid=None):
+    """``value`` as a Python int that the C type ``ctype`` (a key of
+    _C_RANGES) holds exactly.
+
+    TypeError if it is not an integer (``operator.index``: int, bool, or
+    ``__index__``; not float), OverflowError if ``ctype`` cannot hold it,
+    ValueError if ``valid`` (a ``(low, high, meaning)`` triple) is given and the
+    value is outside ``low..high``."""
+    try:
+        v = _operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an integer, not %s" % (name, type(value).__name__)) from None
+    low, high = _C_RANGES[ctype]
+    if not low <= v <= high:
+        raise OverflowError("%s %d does not fit in a C %s (%d..%d)" % (name, v, ctype, low, high))
+    if valid is not None and not valid[0] <= v <= valid[1]:
+        raise ValueError("%s must be %s, got %d" % (name, valid[2], v))
+    return v
+
+
+def _fd_of(fd, name="fd", fileno_ok=True):
+    """A descriptor from an int or (if ``fileno_ok``) an object with
+    ``fileno()``, checked as select.epoll checks it: TypeError for anything
+    else, OverflowError beyond a C int, ValueError when negative."""
+    if fileno_ok and not isinstance(fd, int):
+        fileno = getattr(fd, "fileno", None)
+        if fileno is None:
+            raise TypeError("%s must be an int, or have a fileno() method, not %s" % (name, type(fd).__name__))
+        fd = fileno()
+        if not isinstance(fd, int):
+            raise TypeError("fileno() returned a non-integer (%s)" % type(fd).__name__)
+    fd = _c_integer(fd, "int", name)
+    if fd < 0:
+        raise ValueError("file descriptor cannot be a negative integer (%d)" % fd)
+    return fd
+
+
+def _seconds_to_ms(seconds, ctype, name):
+    """Seconds (an int or a float, select's unit) to whole ms rounded up, as
+    select.epoll.poll does; negative gives None. OverflowError if the C type
+    ``ctype`` cannot hold the ms, ValueError for NaN, TypeError for non-numbers."""
+    if isinstance(seconds, float):
+        if seconds != seconds:
+            raise ValueError("%s is NaN" % name)
+        if seconds < 0:
+            return None
+        ms = seconds * 1000.0
+        if ms != float("inf"):  # inf: too large, below
+            ms = -int(-ms // 1)  # rounded up, exactly
+    else:
+        try:
+            seconds = _operator.index(seconds)
+        except TypeError:
+            raise TypeError(
+                "%s must be a number of seconds (int or float) or None, not %s" % (name, type(seconds).__name__)
+            ) from None
+        if seconds < 0:
+            return None
+        ms = seconds * 1000
+    low, high = _C_RANGES[ctype]
+    if ms > high:
+        raise OverflowError("%s of %r s is too large (at most %d ms)" % (name, seconds, high))
+    return ms
 
 
 # ------------------------------------------------------------------ Loop
@@ -385,8 +504,9 @@ class Loop:
 
     @classmethod
     def fromfd(cls, epfd):
-        """A loop on an existing epoll descriptor, which it then owns."""
-        return cls(_epfd=epfd)
+        """A loop on an existing epoll descriptor (an int, as for
+        ``select.epoll.fromfd``), which it then owns."""
+        return cls(_epfd=_fd_of(epfd, "epfd", fileno_ok=False))
 
     # ---------------------------------------------------------- lifecycle
 
@@ -440,6 +560,7 @@ class Loop:
         """Calls ``callback(fd, events)`` whenever ``fd`` (an int or an object
         with ``fileno()``) is ready for any of ``events``."""
         fd = _fd_of(fd)
+        events = _c_integer(events, "uint32_t", "events")
         if not callable(callback):
             raise TypeError("callback must be callable")
         _check(_register(self._live(), fd, events, self._io_tramp, None), "epoll_loop_register")
@@ -447,7 +568,8 @@ class Loop:
 
     def modify(self, fd, events):
         """Changes the events watched for a registered fd; the callback stays."""
-        _check(_modify(self._live(), _fd_of(fd), events), "epoll_loop_modify")
+        fd, events = _fd_of(fd), _c_integer(events, "uint32_t", "events")
+        _check(_modify(self._live(), fd, events), "epoll_loop_modify")
 
     def unregister(self, fd):
         """Stops watching ``fd``; works after the fd was closed too."""
@@ -460,26 +582,29 @@ class Loop:
     def timer_start(self, after_ms, repeat_ms, callback):
         """Calls ``callback(timer_id)`` after ``after_ms`` ms, then every
         ``repeat_ms`` ms (0: once). Returns the timer id (never reused)."""
+        after_ms = _c_integer(after_ms, "uint64_t", "after_ms")
+        repeat_ms = _c_integer(repeat_ms, "uint64_t", "repeat_ms")
         if not callable(callback):
             raise TypeError("callback must be callable")
-        if after_ms < 0 or repeat_ms < 0:
-            raise ValueError("after_ms and repeat_ms must be >= 0")
         out = _u64()
         _check(
-            _timer_start(
-                self._live(), int(after_ms), int(repeat_ms), self._timer_tramp, None, ctypes.byref(out)
-            ),
+            _timer_start(self._live(), after_ms, repeat_ms, self._timer_tramp, None, ctypes.byref(out)),
             "epoll_loop_timer_start",
         )
         self._timers[out.value] = (callback, repeat_ms > 0)
         return out.value
 
     def call_later(self, delay, callback, *args):
-        """Calls ``callback(*args)`` once, ``delay`` seconds from now. Returns the timer id."""
-        return self.timer_start(_timeout_ms(max(delay, 0)), 0, lambda _id: callback(*args))
+        """Calls ``callback(*args)`` once, ``delay`` seconds (an int or a float;
+        negative: 0) from now. Returns the timer id."""
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        ms = _seconds_to_ms(delay, "uint64_t", "delay")
+        return self.timer_start(0 if ms is None else ms, 0, lambda _id: callback(*args))
 
     def timer_stop(self, timer_id):
         """Stops a pending timer; ``FileNotFoundError`` (ENOENT) if it already fired or is unknown."""
+        timer_id = _c_integer(timer_id, "uint64_t", "timer_id")
         _check(_timer_stop(self._live(), timer_id), "epoll_loop_timer_stop")
         self._timers.pop(timer_id, None)
 
@@ -490,7 +615,9 @@ class Loop:
         all) and runs the callbacks of what is ready and of the due timers.
         Returns how many callbacks ran."""
         ptr = self._live()
-        ms = _timeout_ms(timeout)
+        ms = None if timeout is None else _seconds_to_ms(timeout, "int", "timeout")
+        if ms is None:
+            ms = -1
         if self._dispatching:  # called from one of this loop's callbacks
             _check(-_errno.EBUSY, "epoll_loop_poll")
         restore = self._arm_signal_wakeup()
@@ -644,13 +771,16 @@ class EchoServer:
     ):
         self._ptr = None
         self._log_exc = None
-        buf, cfg = _room_for(_EchoServerConfig)
-        _config_init(ctypes.addressof(buf))
-        if cfg.struct_size > len(buf) or cfg.struct_size < ctypes.sizeof(_EchoServerConfig):
-            raise ImportError("echo_server_config of %d bytes: library and module disagree" % cfg.struct_size)
-        self._host = host.encode() if isinstance(host, str) else host
-        cfg.host = self._host
-        cfg.port = port
+        if isinstance(host, str):
+            host = host.encode()
+        if host is not None and not isinstance(host, bytes):
+            raise TypeError("host must be a str, bytes or None, not %s" % type(host).__name__)
+        if host is not None and b"\0" in host:  # C would see only the part before it
+            raise ValueError("host contains a NUL character")
+        if log is not None and not callable(log):
+            raise TypeError("log must be callable or None")
+        # Every integer is checked before anything starts (ctypes would wrap it).
+        settings = {"port": _c_integer(port, _CONFIG_C_TYPES["port"], "port")}
         for name, value in (
             ("backlog", backlog),
             ("threads", threads),
@@ -660,7 +790,15 @@ class EchoServer:
             ("log_level", log_level),
         ):
             if value is not None:
-                setattr(cfg, name, value)
+                settings[name] = _c_integer(value, _CONFIG_C_TYPES[name], name, _CONFIG_VALID.get(name))
+        buf, cfg = _room_for(_EchoServerConfig)
+        _config_init(ctypes.addressof(buf))
+        if cfg.struct_size > len(buf) or cfg.struct_size < ctypes.sizeof(_EchoServerConfig):
+            raise ImportError("echo_server_config of %d bytes: library and module disagree" % cfg.struct_size)
+        self._host = host
+        cfg.host = self._host
+        for name, value in settings.items():
+            setattr(cfg, name, value)
         self._log = log
         self._log_tramp = _trampoline(_LOG_FN, self, "_on_log") if log is not None else _LOG_FN()
         cfg.log = self._log_tramp

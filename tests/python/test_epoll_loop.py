@@ -255,25 +255,17 @@ class TestTimers(LoopTestCase):
         self.loop.run()
         self.assertGreater(self.loop.timer_start(0, 0, lambda tid: None), max(ids))
 
-    def test_bad_arguments(self):
-        with self.assertRaises(ValueError):
-            self.loop.timer_start(-1, 0, lambda tid: None)
-        with self.assertRaises(TypeError):
-            self.loop.timer_start(1, 0, None)
 
 
 class TestErrors(LoopTestCase):
     def test_ebadf(self):
-        with self.assertRaises(OSError) as cm:
-            self.loop.register(-1, EPOLLIN, lambda fd, ev: None)
-        self.assertEqual(cm.exception.errno, errno.EBADF)
-        self.assertEqual(cm.exception.strerror, os.strerror(errno.EBADF))
         a, b = self.socketpair()
         fd = a.fileno()
         a.close()
         with self.assertRaises(OSError) as cm:
             self.loop.register(fd, EPOLLIN, lambda fd, ev: None)
         self.assertEqual(cm.exception.errno, errno.EBADF)
+        self.assertEqual(cm.exception.strerror, os.strerror(errno.EBADF))
 
     def test_eexist(self):
         a, b = self.socketpair()
@@ -479,6 +471,395 @@ class TestEchoServer(unittest.TestCase):
         )
         self.assertEqual(cfg.max_pending_bytes, 256 * 1024)
         self.assertEqual(cfg.log_level, epoll_loop.LOG_INFO)
+
+
+# ------------------------------------------------------------------ integer arguments
+#
+# ctypes wraps integers to the C type (70000 -> port 4464, 2**32 -> fd 0); the
+# binding refuses what the C type cannot hold, before anything happens.
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
+
+
+class FilenoReturns:
+    def __init__(self, value):
+        self.value = value
+
+    def fileno(self):
+        return self.value
+
+
+class Index:
+    """An integer by __index__ (as numpy's are), not an int."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+def listening_ports():
+    """The TCP ports this process has listening sockets on (from /proc)."""
+    inodes = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            col = row.split()
+            if col[3] == "0A" and col[9] in inodes:  # TCP_LISTEN
+                ports.add(int(col[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class TestFdArguments(LoopTestCase):
+    def noop(self, fd, events):
+        self.fired.append(fd)
+
+    def setUp(self):
+        super().setUp()
+        self.fired = []
+
+    def assert_nothing_registered(self):
+        self.assertEqual(self.loop.stats()["registered"], 0)
+        self.assertEqual(self.loop.poll(0), 0)
+        self.assertEqual(self.fired, [])
+
+    def test_register_2_to_the_32_does_not_register_stdin(self):
+        with self.assertRaises(OverflowError):
+            self.loop.register(2**32, EPOLLIN, self.noop)
+        with self.assertRaises(FileNotFoundError):  # fd 0 is not registered
+            self.loop.unregister(0)
+        self.assert_nothing_registered()
+
+    def test_register_out_of_range_registers_nothing(self):
+        a, b = self.socketpair()
+        n = a.fileno()
+        # Each of these is `n` (writable: EPOLLOUT fires at once) in a C int.
+        for bad in (n + 2**32, n - 2**32, n + 2**64, FilenoReturns(n + 2**32), INT_MAX + 1, INT_MIN - 1):
+            with self.subTest(fd=bad), self.assertRaises(OverflowError):
+                self.loop.register(bad, EPOLLOUT, self.noop)
+        self.assert_nothing_registered()
+        self.loop.register(n, EPOLLOUT, self.noop)  # no EEXIST: it really was not
+        self.assertEqual(self.loop.poll(0), 1)
+        self.assertEqual(self.fired, [n])
+
+    def test_modify_and_unregister_out_of_range_change_nothing(self):
+        a, b = self.socketpair()
+        n = a.fileno()
+        self.loop.register(a, EPOLLIN, self.noop)  # nothing to read: quiet
+        for bad in (n + 2**32, n - 2**32, FilenoReturns(n + 2**64)):
+            with self.subTest(fd=bad):
+                with self.assertRaises(OverflowError):
+                    self.loop.modify(bad, EPOLLOUT)  # would make `a` fire
+                with self.assertRaises(OverflowError):
+                    self.loop.unregister(bad)  # would unregister `a`
+        self.assertEqual(self.loop.poll(0), 0)
+        self.assertEqual(self.loop.stats()["registered"], 1)
+        self.loop.unregister(n)
+
+    def test_fd_checks_are_those_of_select_epoll(self):
+        a, b = self.socketpair()
+        closed, other = socket.socketpair()
+        closed.close()
+        other.close()
+        ep = select.epoll()
+        self.addCleanup(ep.close)
+        cases = [
+            (2**32, OverflowError),
+            (INT_MAX + 1, OverflowError),
+            (INT_MIN - 1, OverflowError),
+            (FilenoReturns(2**32), OverflowError),
+            (-1, ValueError),
+            (INT_MIN, ValueError),
+            (FilenoReturns(-1), ValueError),
+            (closed, ValueError),  # a closed socket's fileno() is -1
+            (1.0, TypeError),
+            (str(a.fileno()), TypeError),
+            (None, TypeError),
+            (object(), TypeError),
+            (Index(a.fileno()), TypeError),  # select.epoll takes no __index__ for fds
+            (FilenoReturns(float(a.fileno())), TypeError),
+            (FilenoReturns(str(a.fileno())), TypeError),
+        ]
+        for bad, exc in cases:
+            with self.subTest(fd=bad):
+                with self.assertRaises(exc):
+                    ep.register(bad, select.EPOLLIN)
+                with self.assertRaises(exc):
+                    ep.unregister(bad)
+                with self.assertRaises(exc):
+                    ep.modify(bad, select.EPOLLIN)
+                with self.assertRaises(exc):
+                    self.loop.register(bad, EPOLLIN, self.noop)
+                with self.assertRaises(exc):
+                    self.loop.unregister(bad)
+                with self.assertRaises(exc):
+                    self.loop.modify(bad, EPOLLIN)
+        self.assert_nothing_registered()
+
+    def test_fromfd_out_of_range_adopts_nothing(self):
+        ep = select.epoll()
+        self.addCleanup(ep.close)
+        n = ep.fileno()
+        for bad, exc in [
+            (n + 2**32, OverflowError),
+            (n - 2**32, OverflowError),
+            (INT_MAX + 1, OverflowError),
+            (-1, ValueError),
+            (INT_MIN, ValueError),
+            (float(n), TypeError),
+            (str(n), TypeError),
+            (None, TypeError),
+            (ep, TypeError),  # an int, as for select.epoll.fromfd
+        ]:
+            with self.subTest(epfd=bad):
+                with self.assertRaises(exc):
+                    Loop.fromfd(bad)
+        gc.collect()  # a loop adopted by mistake would close `n` when collected
+        os.fstat(n)
+        a, b = self.socketpair()
+        ep.register(a, select.EPOLLOUT)
+        self.assertEqual(ep.poll(0), [(a.fileno(), select.EPOLLOUT)])
+        with Loop.fromfd(Index(os.dup(n))) as loop:  # __index__ as select.epoll.fromfd
+            self.assertNotEqual(loop.fileno(), n)
+
+
+class TestEventMaskArguments(LoopTestCase):
+    def test_register_refuses_masks_beyond_32_bits(self):
+        # select.epoll drops the high bits of a mask; this binding refuses them.
+        a, b = self.socketpair()
+        fired = []
+        for bad in (2**32 | EPOLLOUT, 2**64 | EPOLLOUT, -1, -EPOLLOUT, -(2**32) + EPOLLOUT):
+            with self.subTest(events=bad), self.assertRaises(OverflowError):
+                self.loop.register(a, bad, lambda fd, ev: fired.append(ev))
+        for bad in (float(EPOLLOUT), str(EPOLLOUT), None):
+            with self.subTest(events=bad), self.assertRaises(TypeError):
+                self.loop.register(a, bad, lambda fd, ev: fired.append(ev))
+        self.assertEqual(self.loop.stats()["registered"], 0)
+        self.assertEqual(self.loop.poll(0), 0)
+        self.assertEqual(fired, [])
+        # 32 bits reach the library, which judges the bits themselves.
+        with self.assertRaises(OSError) as cm:
+            self.loop.register(a, U32_MAX, lambda fd, ev: None)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        self.loop.register(a, EPOLLOUT | epoll_loop.EPOLLET, lambda fd, ev: fired.append(ev))  # bit 31 fits
+        self.loop.register(b, Index(EPOLLOUT), lambda fd, ev: fired.append(ev))
+        self.assertEqual(self.loop.poll(0), 2)
+        self.assertEqual(fired, [EPOLLOUT, EPOLLOUT])
+
+    def test_modify_refuses_masks_beyond_32_bits(self):
+        a, b = self.socketpair()
+        fired = []
+        self.loop.register(a, EPOLLIN, lambda fd, ev: fired.append(ev))  # quiet
+        for bad in (2**32 | EPOLLOUT, -1, -(2**32) + EPOLLOUT):
+            with self.subTest(events=bad), self.assertRaises(OverflowError):
+                self.loop.modify(a, bad)
+        for bad in (float(EPOLLOUT), str(EPOLLOUT), None):
+            with self.subTest(events=bad), self.assertRaises(TypeError):
+                self.loop.modify(a, bad)
+        self.assertEqual(self.loop.poll(0), 0)  # still EPOLLIN only
+        self.loop.modify(a, True)  # bool is an int, as in select.epoll: EPOLLIN
+        self.assertEqual(self.loop.poll(0), 0)
+        self.loop.modify(a, Index(EPOLLOUT))
+        self.assertEqual(self.loop.poll(0), 1)
+        self.assertEqual(fired, [EPOLLOUT])
+
+
+class TestTimerArguments(LoopTestCase):
+    def test_timer_start_out_of_range_starts_nothing(self):
+        fired = []
+        for after, repeat in [(2**64, 0), (0, 2**64), (2**64 + 5, 2**64 + 5), (-1, 0), (0, -1), (-(2**64), 0)]:
+            with self.subTest(after_ms=after, repeat_ms=repeat), self.assertRaises(OverflowError):
+                self.loop.timer_start(after, repeat, fired.append)
+        for after, repeat in [(1.5, 0), (0, 0.5), ("1", 0), (0, "1"), (None, 0), (0, None)]:
+            with self.subTest(after_ms=after, repeat_ms=repeat), self.assertRaises(TypeError):
+                self.loop.timer_start(after, repeat, fired.append)
+        with self.assertRaises(TypeError):
+            self.loop.timer_start(0, 0, None)
+        self.assertEqual(self.loop.stats()["timers_pending"], 0)
+        self.assertEqual(self.loop.poll(0.01), 0)  # 2**64 wrapped would be 0: due now
+        self.assertEqual(fired, [])
+
+    def test_timer_start_takes_the_whole_uint64_range(self):
+        fired = []
+        tid = self.loop.timer_start(U64_MAX, U64_MAX, fired.append)
+        self.assertEqual(self.loop.stats()["timers_pending"], 1)
+        self.assertEqual(self.loop.poll(0), 0)
+        self.loop.timer_stop(tid)
+        once = self.loop.timer_start(Index(0), False, fired.append)  # __index__ and bool
+        self.assertEqual(self.loop.run(), 0)
+        self.assertEqual(fired, [once])
+
+    def test_timer_stop_out_of_range_stops_nothing(self):
+        fired = []
+        tid = self.loop.timer_start(0, 0, fired.append)
+        for bad in (tid + 2**64, tid - 2**64, -1):  # the first two are `tid` in a uint64
+            with self.subTest(timer_id=bad), self.assertRaises(OverflowError):
+                self.loop.timer_stop(bad)
+        for bad in (float(tid), str(tid), None):
+            with self.subTest(timer_id=bad), self.assertRaises(TypeError):
+                self.loop.timer_stop(bad)
+        self.assertEqual(self.loop.poll(0), 1)
+        self.assertEqual(fired, [tid])
+        with self.assertRaises(FileNotFoundError):
+            self.loop.timer_stop(Index(tid))  # fired: gone (and __index__ works)
+
+    def test_call_later_refusals_start_nothing(self):
+        fired = []
+        for bad, exc in [
+            (U64_MAX // 1000 + 1, OverflowError),  # its ms do not fit in a uint64
+            (2**64, OverflowError),
+            (float("inf"), OverflowError),
+            (1e300, OverflowError),
+            (float("nan"), ValueError),
+            ("1", TypeError),
+            (None, TypeError),
+        ]:
+            with self.subTest(delay=bad), self.assertRaises(exc):
+                self.loop.call_later(bad, fired.append, "x")
+        with self.assertRaises(TypeError):  # checked now, not when it would fire
+            self.loop.call_later(0, None)
+        self.assertEqual(self.loop.stats()["timers_pending"], 0)
+        self.assertEqual(self.loop.poll(0.01), 0)
+        self.assertEqual(fired, [])
+        far = self.loop.call_later(U64_MAX // 1000, fired.append, "far")  # fits
+        self.assertEqual(self.loop.stats()["timers_pending"], 1)
+        self.loop.timer_stop(far)
+        self.loop.call_later(-1e300, fired.append, "now")  # negative: at once
+        self.loop.call_later(False, fired.append, "bool")
+        self.assertEqual(self.loop.run(), 0)
+        self.assertEqual(fired, ["now", "bool"])
+
+
+class TestPollTimeout(LoopTestCase):
+    # A wake is queued before each poll, so a timeout that is (wrongly) taken
+    # makes poll return at once instead of waiting for days.
+
+    def test_timeout_checks_are_those_of_select_epoll(self):
+        ep = select.epoll()
+        self.addCleanup(ep.close)
+        for bad, exc in [
+            (INT_MAX // 1000 + 1, OverflowError),  # 2147484000 ms
+            (2147483.6471, OverflowError),  # rounds up to INT_MAX + 1 ms
+            (2**31, OverflowError),
+            (2**64, OverflowError),
+            (1e300, OverflowError),
+            (float("inf"), OverflowError),
+            (float("nan"), ValueError),
+            ("1", TypeError),
+            (b"1", TypeError),
+        ]:
+            with self.subTest(timeout=bad):
+                with self.assertRaises(exc):
+                    ep.poll(bad)
+                self.loop.wake()
+                with self.assertRaises(exc):
+                    self.loop.poll(bad)
+
+    def test_the_largest_timeouts_are_accepted(self):
+        for ok in (INT_MAX // 1000, 2147483.647, -1e300, float("-inf"), -(2**64), None, -1):
+            with self.subTest(timeout=ok):
+                self.loop.wake()
+                self.assertEqual(self.loop.poll(ok), 0)  # woken, not refused
+        self.assertEqual(self.loop.poll(False), 0)  # bool is an int: 0 s
+
+
+class TestEchoServerArguments(unittest.TestCase):
+    def assert_refused(self, exc, *args, **kwargs):
+        before = listening_ports()
+        try:
+            srv = EchoServer(*args, **kwargs)
+        except exc:
+            pass
+        else:
+            port = srv.port
+            srv.stop()
+            self.fail("EchoServer(%r, %r) started, on port %d" % (args, kwargs, port))
+        self.assertEqual(listening_ports(), before, "a refused EchoServer left a listener")
+
+    def test_listening_ports_sees_a_server(self):
+        with EchoServer() as srv:
+            self.assertIn(srv.port, listening_ports())
+        self.assertNotIn(srv.port, listening_ports())
+
+    def test_port_out_of_range_starts_nothing(self):
+        self.assert_refused(OverflowError, "127.0.0.1", 70000)  # would be 4464
+        self.assert_refused(OverflowError, port=-1)  # would be 65535
+        self.assert_refused(OverflowError, port=2**16)  # would be 0: any port
+        self.assert_refused(OverflowError, port=2**64)
+        for bad in (1.5, "80", None):
+            with self.subTest(port=bad):
+                self.assert_refused(TypeError, port=bad)
+
+    def test_every_integer_option_is_range_checked(self):
+        cases = {
+            "backlog": ([INT_MAX + 1, INT_MIN - 1, 2**32 + 10], [1.0, "10"]),
+            "threads": ([2**32 + 1, -1, 2**64 + 1], [1.0, "2"]),  # 2**32+1 would be 1 thread
+            "max_connections": ([2**32, -1], [5.0, "5"]),  # 2**32 would be 0: no limit
+            "idle_timeout_ms": ([2**32 + 5, -1], [0.5, "5"]),  # 2**32+5 would be 5 ms
+            "max_pending_bytes": ([2**64, 2**64 + 1024, -1], [1e6, "1024"]),
+            "log_level": ([INT_MAX + 1, INT_MIN - 1, 2**32 + epoll_loop.LOG_INFO], [3.0, "3"]),
+        }
+        for name, (overflows, wrong_types) in cases.items():
+            for bad in overflows:
+                with self.subTest(option=name, value=bad):
+                    self.assert_refused(OverflowError, port=0, **{name: bad})
+            for bad in wrong_types:
+                with self.subTest(option=name, value=bad):
+                    self.assert_refused(TypeError, port=0, **{name: bad})
+
+    def test_meaningless_values_are_value_errors_or_the_librarys_einval(self):
+        import logging
+
+        # log levels run the other way in logging: WARNING (30) would log everything
+        for bad in (0, -1, 5, logging.WARNING, logging.DEBUG):
+            with self.subTest(log_level=bad):
+                self.assert_refused(ValueError, port=0, log_level=bad, log=lambda lvl, msg: None)
+        self.assert_refused(ValueError, "127.0.0.1\0.example.com", 0)  # C would see "127.0.0.1"
+        self.assert_refused(TypeError, 127, 0)
+        self.assert_refused(TypeError, port=0, log="print")
+        for name in ("threads", "max_pending_bytes"):  # in range; the library says EINVAL
+            with self.subTest(option=name):
+                self.assert_refused(OSError, port=0, **{name: 0})
+
+    def test_the_extremes_of_each_range_are_accepted(self):
+        lines = []
+        for options in (
+            dict(backlog=INT_MAX, max_connections=U32_MAX, idle_timeout_ms=U32_MAX, max_pending_bytes=2**63),
+            dict(
+                backlog=INT_MIN, threads=Index(2), log_level=epoll_loop.LOG_DEBUG, log=lambda lvl, msg: lines.append(lvl)
+            ),
+            dict(host=None, backlog=-1, log_level=epoll_loop.LOG_ERROR, log=lambda lvl, msg: lines.append(lvl)),
+        ):
+            with self.subTest(**{k: v for k, v in options.items() if k != "log"}):
+                with EchoServer(port=0, **options) as srv:
+                    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as c:
+                        c.sendall(b"hi")
+                        self.assertEqual(c.recv(10), b"hi")
+        self.assertIn(epoll_loop.LOG_DEBUG, lines)  # the second one logged in detail
+
+    def test_the_c_type_table_matches_the_config_struct(self):
+        import ctypes
+
+        fields = dict(epoll_loop._EchoServerConfig._fields_)
+        for name, c_type in epoll_loop._CONFIG_C_TYPES.items():
+            with self.subTest(field=name):
+                self.assertEqual(epoll_loop._C_RANGES[c_type], epoll_loop._c_range(fields[name]))
+        self.assertEqual(epoll_loop._C_RANGES["size_t"], (0, 2 ** (8 * ctypes.sizeof(ctypes.c_size_t)) - 1))
+        self.assertEqual(epoll_loop._C_RANGES["int"], (INT_MIN, INT_MAX))
 
 
 if __name__ == "__main__":
