@@ -15,7 +15,10 @@
  *   stored function as its user_data, so dispatching an event allocates nothing.
  * - Errors are exceptions: every failing C call throws std::system_error whose
  *   code() is the errno in std::generic_category(), so
- *   `e.code() == std::errc::file_exists` tests for EEXIST. Destructors and the
+ *   `e.code() == std::errc::file_exists` tests for EEXIST; the library's own
+ *   codes (-3000 and below: EPOLL_LOOP_EAI_*, EPOLL_LOOP_ENOTBLOCKED,
+ *   EPOLL_LOOP_EFORKED) come in eloop::library_category(), with the code as
+ *   value() and epoll_loop_strerror's message. Destructors and the
  *   functions marked noexcept never throw (they ignore the C return code).
  * - Exceptions thrown by your callbacks never unwind through the C library: the
  *   wrapper catches the first one, asks a running loop to stop, and rethrows it
@@ -67,11 +70,33 @@ enum : std::uint32_t {
     exclusive = EPOLL_LOOP_EXCLUSIVE,
 };
 
-/// Throws std::system_error(-rc, generic_category(), what) when rc < 0; returns rc otherwise.
+/// The category of the library's own codes (-3000 and below, e.g.
+/// EPOLL_LOOP_EAI_NONAME, EPOLL_LOOP_ENOTBLOCKED, EPOLL_LOOP_EFORKED): value()
+/// is the (negative) code itself and message() is epoll_loop_strerror's text.
+class library_category_t final : public std::error_category {
+public:
+    const char *name() const noexcept override { return "epoll_loop"; }
+    std::string message(int code) const override { return epoll_loop_strerror(code); }
+};
+
+inline const std::error_category &library_category() noexcept
+{
+    static const library_category_t category;
+    return category;
+}
+
+/// The library's codes from -3000 down are not errno values.
+inline bool is_library_code(int rc) noexcept { return rc <= -3000; }
+
+/// Throws std::system_error when rc < 0 (errno codes in std::generic_category(),
+/// the library's own in eloop::library_category()); returns rc otherwise.
 inline int check(int rc, const char *what)
 {
-    if (rc < 0)
+    if (rc < 0) {
+        if (is_library_code(rc))
+            throw std::system_error(rc, library_category(), what);
         throw std::system_error(-rc, std::generic_category(), what);
+    }
     return rc;
 }
 

@@ -198,6 +198,20 @@ static void exceptions_and_errors()
     a.reset();
     a = loop.watch(p.a, eloop::out, [&](int, std::uint32_t) { loop.poll(0); });
     CHECK(errno_of([&] { loop.poll(0); }) == EBUSY);
+
+    // The library's own codes (not errno values) come in their own category,
+    // with the code as value() and epoll_loop_strerror's text as the message.
+    bool library = false;
+    try {
+        eloop::check(EPOLL_LOOP_EAI_NONAME, "resolve");
+    } catch (const std::system_error &e) {
+        library = e.code().category() == eloop::library_category() &&
+                  e.code().value() == EPOLL_LOOP_EAI_NONAME &&
+                  e.code().message() == epoll_loop_strerror(EPOLL_LOOP_EAI_NONAME) &&
+                  std::strstr(e.what(), "host name not known") != nullptr;
+    }
+    CHECK(library);
+    CHECK(errno_of([] { eloop::check(-EEXIST, "x"); }) == EEXIST);
 }
 
 static void timers()
