@@ -1824,6 +1824,31 @@ fn a_stop_is_consumed_by_the_next_poll_or_run_never_later() {
     assert_eq!(far.count.get(), 0);
 }
 
+/// A stop from another thread wakes a `_poll(-1)` blocked with nothing else
+/// to do, and that poll consumes it (a later `_run` is not ended by it).
+#[test]
+fn a_stop_from_another_thread_wakes_a_blocked_poll_which_consumes_it() {
+    let far = Hits::default();
+    let hits = Hits::default();
+    let lp = Loop::new();
+    let _wd = Watchdog::new(&lp, Duration::from_secs(10));
+    let far_id = lp.timer_start(60_000, 0, count_timer, &far);
+    let p = SendPtr(lp.ptr());
+    let t0 = Instant::now();
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        // SAFETY: the loop outlives this thread (joined below); stop is thread-safe.
+        unsafe { epoll_loop_stop(p.get()) }
+    });
+    assert_eq!(lp.poll(-1), 0, "woken by the stop, no callback ran");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(stopper.join().unwrap(), 0);
+    lp.timer_start(30, 0, count_timer, &hits);
+    assert_eq!(lp.timer_stop(far_id), 0);
+    assert_eq!(lp.run(), 0, "the stop was consumed by the poll it woke");
+    assert_eq!(hits.count.get(), 1);
+}
+
 /// State of [`unregister_self`]: unregisters its own fd.
 #[derive(Default)]
 struct Once {

@@ -613,11 +613,18 @@ class Loop:
     def poll(self, timeout=-1):
         """Waits up to ``timeout`` seconds (None or negative: forever, 0: not at
         all) and runs the callbacks of what is ready and of the due timers.
-        Returns how many callbacks ran."""
+        Returns how many callbacks ran. A pending :meth:`stop` makes it not
+        wait (timeout 0), and it consumes the stop, as ``epoll_loop_poll``
+        does: a stop is used by the next ``poll`` or ``run``, never later."""
+        return self._poll(timeout, consume_stop=True)
+
+    def _poll(self, timeout, consume_stop):
         ptr = self._live()
         ms = None if timeout is None else _seconds_to_ms(timeout, "int", "timeout")
         if ms is None:
             ms = -1
+        if self._stop_requested:
+            ms = 0
         if self._dispatching:  # called from one of this loop's callbacks
             _check(-_errno.EBUSY, "epoll_loop_poll")
         restore = self._arm_signal_wakeup()
@@ -629,13 +636,16 @@ class Loop:
             self._dispatching = False
             if restore is not None:
                 _signal.set_wakeup_fd(restore)
+            if consume_stop:
+                self._stop_requested = False
         self._raise_pending()
         return _check(rc, "epoll_loop_poll") - self._internal_calls
 
     def run(self):
         """Polls until :meth:`stop` (returns 1) or until nothing is registered and
-        no timer is pending (returns 0). A stop requested before ``run`` makes
-        it return 1 at once. Raises what a callback raised (ending the run)."""
+        no timer is pending (returns 0). A stop requested while neither ``run``
+        nor ``poll`` ran makes it return 1 at once (one consumed by a ``poll``
+        does not). Raises what a callback raised (ending the run)."""
         self._live()
         if self._dispatching:
             _check(-_errno.EBUSY, "epoll_loop_run")
@@ -647,10 +657,11 @@ class Loop:
             internal = 1 if self._wakeup else 0
             if st.registered - internal == 0 and st.timers_pending == 0:
                 return 0
-            self.poll(-1)  # raises what a callback raised
+            self._poll(-1, consume_stop=False)  # raises what a callback raised
 
     def stop(self):
-        """Makes :meth:`run` return 1 after the current iteration. Any thread."""
+        """Makes :meth:`run` return 1 after the current iteration, or the next
+        :meth:`poll` return without waiting; either consumes it. Any thread."""
         with self._lock:
             self._live()
             self._stop_requested = True

@@ -589,6 +589,9 @@ fn with_remote(lp: *const epoll_loop, f: impl FnOnce(&Remote) -> Result<(), Errn
 /// ends first (libuv's `uv_stop` rule), so it never outlives the call that saw
 /// it: a stop made while nothing runs makes the next `_run` return 1 at once,
 /// or the next `_poll` not block (and then a later `_run` runs normally).
+/// Like `epoll_loop_wake`, a stop also wakes the loop; a stop made inside a
+/// `_poll` (from a callback) therefore leaves that wake for the next `_poll`,
+/// which returns once without waiting (0 if nothing else is ready).
 ///
 /// ```c
 /// epoll_loop_stop(loop);       // from a callback inside _poll: that _poll consumes it

@@ -179,6 +179,33 @@ class TestRegistration(LoopTestCase):
         self.loop.stop()
         self.assertEqual(self.loop.run(), 1)
 
+    def test_a_stop_is_consumed_by_the_next_poll_never_later(self):
+        # libuv's rule, as epoll_loop_poll/_run: a pending stop makes poll not
+        # wait, and that poll consumes it; a later run is not ended by it.
+        a, b = self.socketpair()
+        self.loop.register(a, EPOLLIN, lambda fd, ev: self.loop.unregister(fd))
+        self.loop.stop()
+        t0 = time.monotonic()
+        self.assertEqual(self.loop.poll(30), 0)
+        self.assertLess(time.monotonic() - t0, 5, "poll with a stop pending must not wait")
+        threading.Timer(0.05, lambda: b.send(b"x")).start()
+        self.assertEqual(self.loop.run(), 0, "the stop was consumed by the poll")
+        # A stop from a callback inside poll is consumed by that poll too.
+        fired = []
+        self.loop.call_later(0, lambda: (fired.append(1), self.loop.stop()))
+        self.assertEqual(self.loop.poll(5), 1)
+        self.loop.call_later(0.05, lambda: fired.append(2))
+        self.assertEqual(self.loop.run(), 0)
+        self.assertEqual(fired, [1, 2])
+
+    def test_stop_from_another_thread_wakes_a_blocked_poll(self):
+        a, b = self.socketpair()
+        self.loop.register(a, EPOLLIN, lambda fd, ev: None)
+        threading.Timer(0.05, self.loop.stop).start()
+        t0 = time.monotonic()
+        self.assertEqual(self.loop.poll(30), 0)
+        self.assertLess(time.monotonic() - t0, 5)
+
     def test_stop_and_wake_from_another_thread(self):
         a, b = self.socketpair()
         self.loop.register(a, EPOLLIN, lambda fd, ev: None)
