@@ -674,7 +674,7 @@ def write_markdown(path, data, servers, configs):
                  f"({t['loop_start_ns']:.0f} to start, {t['loop_fire_ns']:.0f} to fire); a bare "
                  f"C binary heap: {t['heap_ns_per_timer']:.0f} ns.")
     L.append("")
-    L.append("## Targets (issue 5)")
+    L.append("## Targets")
     L.append("")
     L.append("| target | value | goal | |")
     L.append("| --- | ---: | ---: | --- |")

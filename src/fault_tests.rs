@@ -1,4 +1,4 @@
-//! Fault injection (issue 6): the echo guarantees and the dispatch rules under
+//! Fault injection: the echo guarantees and the dispatch rules under
 //! each fault class that [`crate::sys::fault`] can inject.
 //!
 //! Each test drives a loop on its own thread with a fault plan installed on that
@@ -251,7 +251,7 @@ fn counter() -> (Rc<Cell<u32>>, IoCallback) {
     (c, Rc::new(move |_: &EventLoop, _, _| c2.set(c2.get() + 1)))
 }
 
-/// The dispatch rules of DESIGN.md, checked on `lp` under whatever plan is
+/// The dispatch rules (docs/ARCHITECTURE.md, "Dispatch rules"), checked on `lp` under whatever plan is
 /// installed on this thread (the fault classes that leave epoll_ctl alone).
 fn check_dispatch_rules(lp: &EventLoop) {
     // A ready fd's callback runs, and counts.

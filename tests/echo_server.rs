@@ -1,5 +1,5 @@
 //! In-process integration tests of the echo server through its C ABI
-//! (`echo_server_*`, DESIGN.md "Echo server" and "Echo guarantees", issue 3).
+//! (`echo_server_*`; the guarantees are in the header and docs/ARCHITECTURE.md).
 //!
 //! The server runs inside this test process; clients are `std::net::TcpStream`s.
 //! Every server listens on 127.0.0.1 port 0 and is stopped at the end of its test

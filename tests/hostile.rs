@@ -1,4 +1,4 @@
-//! Bad input from the network never crashes or wedges the echo server (issue 6):
+//! Bad input from the network never crashes or wedges the echo server:
 //! garbage, zero-length writes, connect-and-close storms (FIN and RST),
 //! slowloris (many idle connections) with `idle_timeout_ms`, clients that
 //! vanish mid-transfer. After each: the server still echoes, its counters add

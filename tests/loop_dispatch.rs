@@ -1,4 +1,4 @@
-//! The loop's dispatch rules (docs: DESIGN.md "Dispatch rules"), proved through the
+//! The loop's dispatch rules (docs/ARCHITECTURE.md, "Dispatch rules"), proved through the
 //! exported C ABI exactly as a C program would use it: raw loop pointers,
 //! `unsafe extern "C"` callbacks, `user_data` pointing at test state.
 //!

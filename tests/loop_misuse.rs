@@ -1,5 +1,5 @@
-//! Misuse of the loop's C API answered with codes, never a crash (docs: DESIGN.md
-//! "C API contract"), through the exported functions exactly as C would call them.
+//! Misuse of the loop's C API answered with codes, never a crash (README "API conventions",
+//! docs/ARCHITECTURE.md "The C boundary"), through the exported functions exactly as C would call them.
 //!
 //! fd numbers that must be closed and stay closed are "private" numbers near the
 //! top of the fd table (see [`private_fd`]): tests run in parallel threads and the

@@ -1,4 +1,4 @@
-//! Misuse beyond NULL (issue 6), answered with codes: a freed loop or stopped
+//! Misuse beyond NULL, answered with codes: a freed loop or stopped
 //! server used again, `_free`/`_stop` twice, and calls from a thread that does
 //! not own a running loop. Through the exported functions, as C calls them.
 //!

@@ -1,4 +1,4 @@
-//! Soak (issue 6): 1000 concurrent clients doing random things against the echo
+//! Soak: 1000 concurrent clients doing random things against the echo
 //! server for `SOAK_SECS` seconds (default 30): random sizes (log-uniform up to
 //! 4 MiB per connection) in random pieces, pauses in reading (the server must
 //! cap and pause), clean half-close, reset at the end or midway. Each closed

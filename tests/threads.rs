@@ -1,5 +1,5 @@
 //! The thread-safe calls (`epoll_loop_stop`, `_wake`, `_post`) hammered from 8
-//! threads while the loop runs and timers fire (issue 6): every post runs
+//! threads while the loop runs and timers fire: every post runs
 //! exactly once and on the loop thread, nothing crashes, the loop exits when
 //! asked. Through the exported functions, as C calls them. Bounded in time:
 //! each hammering thread stops after `HAMMER` or `POSTS` posts.

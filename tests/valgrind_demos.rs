@@ -1,4 +1,4 @@
-//! The C demos under valgrind memcheck (issue 6): both servers (`echo_server`,
+//! The C demos under valgrind memcheck: both servers (`echo_server`,
 //! `echo_server_callbacks`) and the client (`echo_client`), built without
 //! sanitizers against the shared library, driven by real clients and stopped
 //! with SIGINT. Each must exit 0 with no memcheck error and nothing definitely
