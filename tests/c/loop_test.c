@@ -920,13 +920,14 @@ static void test_stats(void)
     REQUIRE(write_str(p[1], "s") == 0);
     CHECK_RC(epoll_loop_poll(loop, 5000), 2);
     CHECK_RC(epoll_loop_get_stats(loop, &st), 0);
-    CHECK(st.iterations >= 1);
-    CHECK(st.events >= 1);
+    /* One poll: one epoll_wait, one fd event, two callbacks (the time spent in
+     * them is checked by tests/loop_dispatch.rs with callbacks of known length). */
+    CHECK(st.iterations == 1);
+    CHECK(st.events == 1);
     CHECK(st.callbacks == 2);
     CHECK(st.timers_fired == 1);
     CHECK(st.registered == 1);
     CHECK(st.timers_pending == 0);
-    CHECK(st.slowest_callback_ns <= st.callback_ns);
     CHECK_RC(epoll_loop_unregister(loop, p[0]), 0);
 
 cleanup:
