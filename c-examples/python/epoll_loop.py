@@ -762,7 +762,7 @@ class EchoServer:
 
     ``EchoServer(host='127.0.0.1', port=0)``; ``.port`` is the bound port,
     ``.stats()`` the counters, ``.stop()`` (or leaving a ``with`` block) stops it
-    gracefully. Other arguments default to the library's defaults (backlog 10,
+    gracefully. Other arguments default to the library's defaults (backlog SOMAXCONN,
     1 thread, no connection limit, no idle timeout, 256 KiB pending cap).
     ``log(level, message)`` is called from the server's threads.
     """
