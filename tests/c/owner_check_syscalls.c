@@ -1,9 +1,9 @@
 /* The loop's per-call checks (live, poison, owner thread) make no system call.
  *
  * Run by tests/misuse_threads.rs under `valgrind --tool=none
- * --trace-syscalls=yes`, which counts the system calls each thread makes
- * between two getppid() markers (nothing else here calls getppid). Sections,
- * in this order:
+ * --trace-syscalls=yes` (or `strace -f` without valgrind), which counts the
+ * system calls each thread makes between two getppid() markers (nothing else
+ * here calls getppid). Sections, in this order:
  *
  *   main thread: "idle"     CALLS x epoll_loop_get_stats, loop not running
  *                "callback" the same inside a timer callback (the loop is
@@ -92,7 +92,8 @@ int main(void) {
 
     (void)getppid(); /* begin "control" */
     for (i = 0; i < CALLS; i++) {
-        int rc = epoll_loop_modify(lp, fds[0], (i % 2) ? EPOLL_LOOP_IN : EPOLL_LOOP_IN | EPOLL_LOOP_RDHUP);
+        uint32_t events = (i % 2) ? EPOLL_LOOP_IN : EPOLL_LOOP_IN | EPOLL_LOOP_RDHUP;
+        int rc = epoll_loop_modify(lp, fds[0], events);
         if (rc != 0) {
             check("epoll_loop_modify", rc, 0);
         }
