@@ -5,9 +5,19 @@
 //!   then to [`ConnHandler::on_data`]; nothing is kept per connection.
 //! - [`Conn::write`] sends at once what the socket takes and queues only the
 //!   rest; `EPOLLOUT` is armed only while something is queued. A write that
-//!   would take the queue past its cap fails whole with `ENOBUFS`.
-//! - When the queue falls to its low-water mark after having been above it,
-//!   [`ConnHandler::on_drain`] runs (the echo server resumes reading there).
+//!   would take the queue past its cap fails whole with `ENOBUFS`; one larger
+//!   than the cap by itself fails with `EMSGSIZE` (it could never fit).
+//! - [`ConnHandler::on_drain`] runs when the queue falls to its low-water mark
+//!   after having been above it, and after every write refused with `ENOBUFS`
+//!   once the queue is at or below the low-water mark *and* low enough for
+//!   the refused write to fit (at most cap - len bytes: a chunk larger than
+//!   cap - low water is refused even at low water). It runs from the loop
+//!   (on its next turn if the queue is already there, as after a
+//!   [`Conn::set_limits`]), never from inside the refused `write`. So a
+//!   writer that stops at `ENOBUFS` and retries from `on_drain` never stalls
+//!   and never spins, whatever its chunk size: the retry fits. `EMSGSIZE` is
+//!   no reason to wait: no `on_drain` follows it. (The echo server resumes
+//!   reading in `on_drain`.)
 //! - A peer's EOF flushes what is queued, then closes: `on_close(0)`.
 //! - `on_close` runs exactly once; afterwards every operation fails with `EPIPE`.
 //!
@@ -97,7 +107,10 @@ pub trait ConnHandler {
     /// The peer shut down its writing half, on a connection that allows half-open
     /// ([`Conn::set_half_open`]); it stays open for writing until `shutdown`/`close`.
     fn on_eof(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
-    /// The write queue fell to its low-water mark after being above it.
+    /// The write queue fell to its low-water mark after being above it, or,
+    /// after a write refused with `ENOBUFS`, is at or below the mark and low
+    /// enough for that write to fit (from the loop; never from inside the
+    /// refused write).
     fn on_drain(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
     /// The connection closed: 0 after a clean EOF or `close`, else `-errno`.
     /// Runs exactly once; the connection refuses every operation afterwards.
@@ -130,6 +143,9 @@ const MASK_RETRY: u16 = 2048;
 /// and EOF possibly still unread: they wait for `resume`. HUP cannot be masked
 /// out, so while not reading the registration is one-shot (no busy loop).
 const HUP_PARKED: u16 = 4096;
+/// A zero-delay timer will check for `on_drain` (new limits put a waiting
+/// writer's queue where `on_drain` is due).
+const DRAIN_SOON: u16 = 8192;
 /// How soon a failed `epoll_ctl(MOD)` is retried.
 const MASK_RETRY_MS: u64 = 10;
 
@@ -169,7 +185,9 @@ impl WriteQueue {
 pub struct Limits {
     /// `write` fails with `ENOBUFS` rather than queue past this many bytes.
     pub max_queue: usize,
-    /// `on_drain` runs when the queue falls to this after having been above it.
+    /// `on_drain` runs when the queue falls to this after having been above it,
+    /// and once the queue is at or below it (and the refused write fits) after a
+    /// write refused with `ENOBUFS`.
     pub low_water: usize,
 }
 
@@ -205,6 +223,9 @@ pub struct Conn {
     error: Cell<i32>,
     max_queue: Cell<u32>,
     low_water: Cell<u32>,
+    /// The smallest write refused with `ENOBUFS` since the last `on_drain` (0:
+    /// none); `on_drain` waits until it would fit. See [`Conn::drain_level`].
+    want_room: Cell<u32>,
     /// Inactivity limit (0 = none); see [`Conn::set_timeout`].
     timeout_ms: Cell<u32>,
     last_active_ms: Cell<u64>,
@@ -247,6 +268,7 @@ impl Conn {
             error: Cell::new(0),
             max_queue: Cell::new(limits.max_queue.min(u32::MAX as usize) as u32),
             low_water: Cell::new(limits.low_water.min(u32::MAX as usize) as u32),
+            want_room: Cell::new(0),
             timeout_ms: Cell::new(0),
             last_active_ms: Cell::new(now_ms()),
             timer: Cell::new(0),
@@ -353,11 +375,14 @@ impl Conn {
     }
 
     /// Changes the write-queue limits (`EINVAL` unless `low_water < max_queue`).
-    /// Bytes already queued stay queued even if above the new cap.
-    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+    /// Bytes already queued stay queued even if above the new cap. A writer
+    /// waiting for `on_drain` whose queue the new limits put where `on_drain`
+    /// is due gets it on the next loop turn.
+    pub fn set_limits(self: &Rc<Self>, lp: &EventLoop, limits: Limits) -> Result<()> {
         let l = limits.validate()?;
         self.max_queue.set(l.max_queue as u32);
         self.low_water.set(l.low_water as u32);
+        self.drain_soon(lp);
         Ok(())
     }
 
@@ -438,6 +463,13 @@ impl Conn {
     /// when `data` alone is larger than the cap), `EPIPE` once
     /// the connection is closing, shut down or closed. While connecting, bytes
     /// are queued and sent once the connection opens.
+    ///
+    /// After `ENOBUFS`, `on_drain` follows once the queue is at or below the
+    /// low-water mark and `data` would fit (a chunk larger than cap - low water
+    /// is refused even with the queue that low; waking the writer before it
+    /// fits would only make it spin), from the loop, never from inside this
+    /// call. `EMSGSIZE` does not wait for a drain (none follows); split the
+    /// data or raise the cap.
     pub fn write(self: &Rc<Self>, lp: &EventLoop, data: &[u8]) -> Result<()> {
         if self.flags.get() & (CLOSING | CLOSED | FAILED | SHUT_PENDING | SHUT_DONE) != 0 {
             return Err(Errno(libc::EPIPE));
@@ -447,7 +479,21 @@ impl Conn {
             // Could never fit, whatever drains: say so instead of ENOBUFS.
             return Err(Errno(libc::EMSGSIZE));
         }
-        if queued + data.len() > self.max_queue.get() as usize {
+        if queued.saturating_add(data.len()) > self.max_queue.get() as usize {
+            // The writer now waits for `on_drain`: make sure one comes, even if
+            // the queue never goes above the low-water mark again, and not
+            // before this write fits. (`data.len() <= max_queue <= u32::MAX`.)
+            // (`want_room` is 0 when no write was refused since the last
+            // `on_drain`: `len` here is never 0.)
+            let len = data.len() as u32;
+            let room = match self.want_room.get() {
+                0 => len,
+                r => r.min(len),
+            };
+            self.want_room.set(room);
+            self.set(WANT_DRAIN);
+            // Not due yet (the queue is above cap - len): the flushes that
+            // shrink the queue run it.
             return Err(Errno(libc::ENOBUFS));
         }
         let mut sent = 0;
@@ -839,10 +885,54 @@ impl Conn {
                 }
             }
         }
-        if self.has(WANT_DRAIN) && queued <= self.low_water.get() as usize {
+        self.maybe_drain(lp);
+    }
+
+    /// The queue level at or below which a waiting writer gets `on_drain`:
+    /// the low-water mark, lowered so that the smallest refused write fits.
+    /// At worst 0, which an emptied queue always reaches.
+    fn drain_level(&self) -> usize {
+        let room_left = self.max_queue.get().saturating_sub(self.want_room.get());
+        self.low_water.get().min(room_left) as usize
+    }
+
+    /// Runs `on_drain` if a writer waits for it and the queue is at or below
+    /// [`Conn::drain_level`]. Not while connecting: `on_open` comes first (the
+    /// flush after the connect completes checks again).
+    fn maybe_drain(self: &Rc<Self>, lp: &EventLoop) {
+        if self.flags.get() & (CLOSED | CONNECTING) != 0 || !self.has(WANT_DRAIN) {
+            return;
+        }
+        if self.queued() <= self.drain_level() {
             self.clear(WANT_DRAIN);
+            self.want_room.set(0);
             self.handler.on_drain(lp, self);
         }
+    }
+
+    /// Flushes run `on_drain` as the queue falls; but when new limits put a
+    /// waiting writer's queue where `on_drain` is due already, no flush may
+    /// come (the peer may read nothing more): check from a zero-delay timer,
+    /// i.e. on the next loop turn, never from inside the caller.
+    fn drain_soon(self: &Rc<Self>, lp: &EventLoop) {
+        if !self.has(WANT_DRAIN)
+            || self.flags.get() & (DRAIN_SOON | CLOSED) != 0
+            || self.queued() > self.drain_level()
+        {
+            return;
+        }
+        self.set(DRAIN_SOON);
+        let weak = Rc::downgrade(self);
+        lp.timer_start(
+            0,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                if let Some(c) = weak.upgrade() {
+                    c.clear(DRAIN_SOON);
+                    c.maybe_drain(lp);
+                }
+            }),
+        );
     }
 }
 
@@ -1003,14 +1093,29 @@ mod tests {
         data: RefCell<Vec<u8>>,
         drains: Cell<u32>,
         closes: RefCell<Vec<i32>>,
+        opened: Cell<bool>,
+        /// An `on_drain` came before `on_open`.
+        drain_before_open: Cell<bool>,
+        /// Inside a `write` call made by the test (an `on_drain` then is re-entrant).
+        in_write: Cell<bool>,
+        reentrant_drain: Cell<bool>,
+        queued_at_drain: Cell<usize>,
     }
 
     impl ConnHandler for Record {
+        fn on_open(&self, _: &EventLoop, _: &Rc<Conn>) {
+            self.opened.set(true);
+        }
         fn on_data(&self, _: &EventLoop, _: &Rc<Conn>, data: &[u8]) {
             self.data.borrow_mut().extend_from_slice(data);
         }
-        fn on_drain(&self, _: &EventLoop, _: &Rc<Conn>) {
+        fn on_drain(&self, _: &EventLoop, conn: &Rc<Conn>) {
             self.drains.set(self.drains.get() + 1);
+            self.queued_at_drain.set(conn.queued());
+            self.drain_before_open
+                .set(self.drain_before_open.get() || !self.opened.get());
+            self.reentrant_drain
+                .set(self.reentrant_drain.get() || self.in_write.get());
         }
         fn on_close(&self, _: &EventLoop, _: &Rc<Conn>, error: i32) {
             self.closes.borrow_mut().push(error);
@@ -1048,6 +1153,26 @@ mod tests {
         )
         .unwrap();
         (lp, conn, rec, client)
+    }
+
+    /// `conn.write`, noting that a write is in progress (for `reentrant_drain`).
+    fn write(lp: &EventLoop, conn: &Rc<Conn>, rec: &Record, data: &[u8]) -> Result<()> {
+        rec.in_write.set(true);
+        let r = conn.write(lp, data);
+        rec.in_write.set(false);
+        r
+    }
+
+    /// Writes `chunk`s (cap permitting) until the socket refuses and bytes queue.
+    fn fill_socket(lp: &EventLoop, conn: &Rc<Conn>, rec: &Record) -> usize {
+        let chunk = vec![3u8; 256 * 1024];
+        let mut sent = 0;
+        while conn.queued() == 0 {
+            write(lp, conn, rec, &chunk).unwrap();
+            sent += chunk.len();
+            assert!(sent < 512 << 20, "the socket took everything");
+        }
+        sent
     }
 
     fn poll_until(lp: &EventLoop, mut done: impl FnMut() -> bool) {
@@ -1102,6 +1227,130 @@ mod tests {
         let (_client, got) = reader.join().unwrap();
         assert!(got.iter().all(|&b| b == 1));
         assert_eq!(rec.drains.get(), 1);
+    }
+
+    /// The reproduction: cap 1000, low water 500, 10 bytes queued (written while
+    /// connecting), `write(995)` is refused with ENOBUFS although the queue is
+    /// far below low water. The queue drains to 0 and `on_drain` must come (it
+    /// never did: it fired only after the queue had been above low water);
+    /// after `on_open`, never from inside the refused write.
+    #[test]
+    fn enobufs_below_low_water_still_gets_on_drain_after_connecting() {
+        let l = socket::tcp_listen(&"127.0.0.1:0".parse().unwrap(), 0, false).unwrap();
+        let addr = socket::local_addr(l.as_raw_fd()).unwrap();
+        let lp = EventLoop::new().unwrap();
+        let rec = Rc::new(Record::default());
+        let limits = Limits {
+            max_queue: 1000,
+            low_water: 500,
+        };
+        let ctx = TcpContext::new(Default::default());
+        let conn = Conn::connect(&lp, &addr, ctx, rec.clone(), limits).unwrap();
+        write(&lp, &conn, &rec, &[1; 10]).unwrap();
+        assert_eq!(conn.queued(), 10);
+        assert_eq!(
+            write(&lp, &conn, &rec, &[2; 995]),
+            Err(Errno(libc::ENOBUFS))
+        );
+        assert_eq!(conn.queued(), 10, "a refused write queues nothing");
+        assert_eq!(
+            write(&lp, &conn, &rec, &[2; 1001]),
+            Err(Errno(libc::EMSGSIZE))
+        );
+        poll_until(&lp, || rec.drains.get() > 0);
+        assert!(rec.opened.get());
+        assert!(!rec.drain_before_open.get(), "on_drain before on_open");
+        assert!(!rec.reentrant_drain.get(), "on_drain inside write");
+        poll_until(&lp, || conn.queued() == 0);
+        lp.poll(20).unwrap();
+        assert_eq!(rec.drains.get(), 1, "once per refusal");
+        let peer = socket::accept(&l).unwrap();
+        let mut got = [0u8; 16];
+        let n = socket::recv(peer.as_raw_fd(), &mut got).unwrap();
+        assert_eq!(&got[..n], &[1; 10]);
+    }
+
+    /// A connected socket that takes nothing more (the peer does not read),
+    /// bytes queued at or below low water, and a write too large for the rest
+    /// of the cap: no `on_drain` while the write could not fit (waking the
+    /// writer would only make it spin), none from inside `write`; new limits
+    /// under which it fits bring `on_drain` on the next loop turn (not from
+    /// inside `set_limits`), and the retry fits. Then the peer reads: the next
+    /// refused write gets `on_drain` once the queue fell enough for it. EMSGSIZE
+    /// gets none.
+    #[test]
+    fn enobufs_gets_on_drain_once_the_refused_write_fits() {
+        let (lp, conn, rec, mut client) = pair(64 << 20, 32 << 20);
+        fill_socket(&lp, &conn, &rec);
+        lp.poll(0).unwrap();
+        let q = conn.queued();
+        assert!(q > 0 && q <= 256 * 1024);
+        assert_eq!(rec.drains.get(), 0);
+        let limits = |max_queue, low_water| Limits {
+            max_queue,
+            low_water,
+        };
+        conn.set_limits(&lp, limits(q + 100, q + 50)).unwrap();
+        // One byte more than the rest of the cap (should the kernel have taken
+        // a few more bytes meanwhile, the rest is larger).
+        let len = q + 100 - conn.queued() + 1;
+        for _ in 0..3 {
+            assert_eq!(
+                write(&lp, &conn, &rec, &vec![4; len]),
+                Err(Errno(libc::ENOBUFS))
+            );
+        }
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            lp.poll(10).unwrap();
+        }
+        assert_eq!(rec.drains.get(), 0, "on_drain while the write cannot fit");
+
+        conn.set_limits(&lp, limits(q + 1000, q + 50)).unwrap();
+        assert_eq!(rec.drains.get(), 0, "not from inside set_limits");
+        poll_until(&lp, || rec.drains.get() > 0);
+        assert!(!rec.reentrant_drain.get());
+        write(&lp, &conn, &rec, &vec![4; len]).expect("the retry fits");
+        for _ in 0..5 {
+            lp.poll(0).unwrap();
+        }
+        assert_eq!(rec.drains.get(), 1, "one on_drain for the refusals");
+
+        // EMSGSIZE is no wait-for-drain refusal.
+        assert_eq!(
+            write(&lp, &conn, &rec, &vec![4; q + 1001]),
+            Err(Errno(libc::EMSGSIZE))
+        );
+        for _ in 0..5 {
+            lp.poll(0).unwrap();
+        }
+        assert_eq!(rec.drains.get(), 1);
+
+        // Low water just under the cap: a refusal waits for the queue to fall
+        // until the write fits, below low water.
+        let q = conn.queued();
+        conn.set_limits(&lp, limits(q + 100, q + 99)).unwrap();
+        let len = 1000;
+        assert_eq!(
+            write(&lp, &conn, &rec, &vec![4; len]),
+            Err(Errno(libc::ENOBUFS))
+        );
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            client.read_to_end(&mut v).map(|_| v.len())
+        });
+        poll_until(&lp, || rec.drains.get() == 2);
+        let at = rec.queued_at_drain.get();
+        assert!(
+            at <= q + 100 - len,
+            "on_drain with {at} queued: {len} do not fit"
+        );
+        write(&lp, &conn, &rec, &vec![4; len]).expect("the retry fits");
+        assert!(!rec.reentrant_drain.get());
+        conn.close(&lp);
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        assert_eq!(*rec.closes.borrow(), vec![0]);
+        assert!(reader.join().unwrap().unwrap() > q);
     }
 
     #[test]

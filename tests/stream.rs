@@ -990,6 +990,247 @@ fn write_is_all_or_nothing_enobufs_past_the_cap_and_drain_at_low_water() {
     assert_eq!(cli.close_codes(), vec![0]);
 }
 
+/// A producer on the loop, as the header tells C programs to write one: it
+/// writes `chunk`-byte pieces of `pattern(seed, ..)` until `-ENOBUFS` and
+/// resumes only from `on_drain`; after `total` bytes it closes.
+struct Producer {
+    chunk: usize,
+    total: usize,
+    seed: u64,
+    low: usize,
+    sent: Cell<usize>,
+    /// The next piece (kept across refusals).
+    next: RefCell<Vec<u8>>,
+    waiting: Cell<bool>,
+    refusals: Cell<usize>,
+    /// Refusals with the queue at or below the low-water mark: the case in
+    /// which `on_drain` never came (rare now: `on_drain` waits until the
+    /// refused write fits, so only a write not made from `on_drain` meets it).
+    low_refusals: Cell<usize>,
+    /// `on_drain`s while not waiting, before the close.
+    spurious_drains: Cell<usize>,
+    /// `on_drain`s whose first write was refused again (the writer would spin).
+    futile_drains: Cell<usize>,
+    last_drain: Cell<Instant>,
+}
+
+impl Producer {
+    fn new(chunk: usize, total: usize, seed: u64, low: usize) -> Producer {
+        Producer {
+            chunk,
+            total,
+            seed,
+            low,
+            sent: Cell::new(0),
+            next: RefCell::new(Vec::new()),
+            waiting: Cell::new(false),
+            refusals: Cell::new(0),
+            low_refusals: Cell::new(0),
+            spurious_drains: Cell::new(0),
+            futile_drains: Cell::new(0),
+            last_drain: Cell::new(Instant::now()),
+        }
+    }
+
+    fn run(&self, r: &Rec, c: *mut epoll_loop_conn) {
+        let mut first = self.waiting.replace(false);
+        while self.sent.get() < self.total {
+            let mut next = self.next.borrow_mut();
+            if next.is_empty() {
+                let n = self.chunk.min(self.total - self.sent.get());
+                *next = pattern(self.seed, self.sent.get(), n);
+            }
+            match write(c, &next) {
+                0 => {
+                    self.sent.set(self.sent.get() + next.len());
+                    next.clear();
+                    first = false;
+                }
+                rc if rc == -libc::ENOBUFS => {
+                    if first {
+                        self.futile_drains.set(self.futile_drains.get() + 1);
+                    }
+                    self.refusals.set(self.refusals.get() + 1);
+                    if queued(c).is_ok_and(|q| q <= self.low) {
+                        self.low_refusals.set(self.low_refusals.get() + 1);
+                    }
+                    self.waiting.set(true);
+                    return;
+                }
+                rc => {
+                    r.check(false, || format!("producer write: {rc}"));
+                    return;
+                }
+            }
+        }
+        r.expect_rc("close after the last write", close(c), 0);
+    }
+}
+
+/// What `stream_through_slow_peer` saw.
+struct Transfer {
+    refusals: usize,
+    low_refusals: usize,
+    drains: usize,
+    elapsed: Duration,
+}
+
+impl std::fmt::Display for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refusals ({} with the queue at or below low water), {} on_drain, {:?}",
+            self.refusals, self.low_refusals, self.drains, self.elapsed
+        )
+    }
+}
+
+/// Streams `total` bytes in `chunk`-byte writes from a producer on the loop
+/// (limits `cap`/`low`, or the defaults with `None`) to a peer thread that
+/// starts reading after 500 ms, then reads 32 KiB at a time with a 1 ms pause
+/// after each read (small socket
+/// buffers on both ends, so the queue fills and `-ENOBUFS` comes often).
+/// Fails if the producer waits for an `on_drain` that does not come within
+/// 10 s, if an `on_drain` comes before the refused write fits (the producer
+/// would spin), if the peer's bytes differ from what was written, or if the
+/// close is not `on_close(0)`. First, on the open connection with its queue empty, a
+/// write of `cap + 1` bytes is `-EMSGSIZE` and is not followed by `on_drain`.
+fn stream_through_slow_peer(
+    chunk: usize,
+    total: usize,
+    limits: Option<(usize, usize)>,
+) -> Transfer {
+    let (cap, low) = limits.unwrap_or((1 << 20, 64 << 10));
+    let seed = 0x5eed ^ chunk as u64;
+    let p = std::rc::Rc::new(Producer::new(chunk, total, seed, low));
+    let pp = p.clone();
+    let cli = Rec::with_hook(move |r, c, ev| match ev {
+        Ev::Open => {
+            if let Some((cap, low)) = limits {
+                r.expect_rc("set_limits", set_limits(c, cap, low), 0);
+            }
+            set_buf(fileno(c), libc::SO_SNDBUF, 32 * 1024);
+            let big = vec![0u8; cap + 1];
+            r.expect_rc("write of cap + 1 bytes", write(c, &big), -libc::EMSGSIZE);
+            r.check(queued(c) == Ok(0), || "EMSGSIZE queued something".into());
+            pp.run(r, c);
+        }
+        Ev::Drain => {
+            if pp.waiting.get() {
+                pp.last_drain.set(Instant::now());
+                pp.run(r, c);
+            } else if pp.sent.get() < pp.total {
+                pp.spurious_drains.set(pp.spurious_drains.get() + 1);
+            }
+        }
+        _ => {}
+    });
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 32 * 1024);
+    let reader = thread::spawn(move || -> Result<usize, String> {
+        let (mut peer, _) = sl.accept().map_err(|e| format!("accept: {e}"))?;
+        peer.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        // Late, so that even a slow producer (1-byte writes) fills the queue.
+        thread::sleep(Duration::from_millis(500));
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut got = 0usize;
+        loop {
+            let n = peer
+                .read(&mut buf)
+                .map_err(|e| format!("read at {got}: {e}"))?;
+            if n == 0 {
+                return Ok(got);
+            }
+            if buf[..n] != pattern(seed, got, n)[..] {
+                return Err(format!("bytes differ in {got}..{}", got + n));
+            }
+            got += n;
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let start = Instant::now();
+    let lp = Loop::new();
+    lp.connect(addr.port(), &cli);
+    let deadline = start + Duration::from_secs(300);
+    while !cli.closed() {
+        let now = Instant::now();
+        assert!(
+            !p.waiting.get() || now - p.last_drain.get() < Duration::from_secs(10),
+            "chunk {chunk}: stalled: -ENOBUFS with {:?} queued (low water {low}) and no \
+             on_drain for 10 s; {} of {total} bytes written",
+            queued(cli.conn.get()),
+            p.sent.get()
+        );
+        assert!(now < deadline, "chunk {chunk}: transfer not done in 300 s");
+        lp.poll(20);
+    }
+    let elapsed = start.elapsed();
+    let got = reader.join().expect("reader thread");
+    cli.assert_lifecycle(&format!("chunk {chunk}"));
+    assert_eq!(got, Ok(total), "chunk {chunk}: the peer's bytes");
+    assert_eq!(p.sent.get(), total);
+    assert_eq!(cli.close_codes(), vec![0], "chunk {chunk}");
+    assert_eq!(
+        p.spurious_drains.get(),
+        0,
+        "chunk {chunk}: on_drain without a wait"
+    );
+    assert_eq!(
+        p.futile_drains.get(),
+        0,
+        "chunk {chunk}: on_drain before the refused write fit"
+    );
+    Transfer {
+        refusals: p.refusals.get(),
+        low_refusals: p.low_refusals.get(),
+        drains: cli.count(|e| *e == Ev::Drain),
+        elapsed,
+    }
+}
+
+/// Every chunk size from 1 byte to the cap (cap 100 000, low water 30 000):
+/// a producer that stops at `-ENOBUFS` and resumes only from `on_drain`
+/// finishes, and the peer gets every byte; each `on_drain` comes when the
+/// refused write fits. Chunks larger than cap - low water (70 000) are refused
+/// with the queue at or below low water, where `on_drain` used to never come;
+/// cap + 1 is `-EMSGSIZE` (no `on_drain`).
+#[test]
+fn enobufs_is_always_followed_by_on_drain_for_every_chunk_size() {
+    const CAP: usize = 100_000;
+    const LOW: usize = 30_000;
+    let sizes = [
+        1,
+        2,
+        1000,
+        LOW,
+        CAP - LOW - 1,
+        CAP - LOW,
+        CAP - LOW + 1,
+        CAP - 1,
+        CAP,
+    ];
+    for chunk in sizes {
+        let total = (2 << 20).max(20 * chunk);
+        let t = stream_through_slow_peer(chunk, total, Some((CAP, LOW)));
+        println!("chunk {chunk}: {total} bytes, {t}");
+        assert!(t.refusals > 0, "chunk {chunk}: the queue never filled");
+        assert!(t.drains >= t.refusals, "chunk {chunk}: {t}");
+    }
+}
+
+/// 50 MiB in 1 000 000-byte writes with the default limits (1 MiB cap, 64 KiB
+/// low water: a 1 000 000-byte write is refused even with the queue at low
+/// water) through a peer that reads slowly: the producer, which resumes only
+/// from `on_drain`, finishes, and the peer's bytes are exact.
+#[test]
+fn fifty_mib_in_megabyte_writes_to_a_slow_reader_never_stall() {
+    let t = stream_through_slow_peer(1_000_000, 50 << 20, None);
+    println!("50 MiB in 1 000 000-byte writes: {t}");
+    assert!(t.refusals > 0, "the queue never filled: {t}");
+    assert!(t.drains >= t.refusals, "{t}");
+}
+
 /// A paused connection gets no `on_data`, and TCP pushes back on the peer (its
 /// non-blocking writes end in EAGAIN); after `_resume` everything arrives in
 /// order. Pause and resume are idempotent.

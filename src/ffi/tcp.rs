@@ -42,7 +42,15 @@ pub struct epoll_loop_conn_callbacks {
         ),
     >,
     /// The write queue fell to its low-water mark after having been above it:
-    /// a good moment to resume a paused producer.
+    /// a good moment to resume a paused producer. Also after every
+    /// `epoll_loop_conn_write` refused with `-ENOBUFS`: it runs once the queue
+    /// is at or below the low-water mark and the refused write fits (at most
+    /// `max_queue - len` bytes queued; a chunk larger than `max_queue -
+    /// low_water` is refused even at low water), from the loop, never from
+    /// inside the refused write. So a producer that stops at `-ENOBUFS` and
+    /// retries from here never stalls and never spins, whatever its chunk
+    /// size: the retry fits (unless the limits changed meanwhile).
+    /// `-EMSGSIZE` is no reason to wait: no `on_drain` follows it.
     pub on_drain: Option<unsafe extern "C" fn(conn: *mut epoll_loop_conn, user_data: *mut c_void)>,
     /// The connection is closed: `error` is 0 after a clean close or the peer's
     /// EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
@@ -415,8 +423,10 @@ unsafe fn with_conn(
 /// All or nothing: either every byte is accepted or none is.
 /// Returns: 0 (`len` 0 is a no-op).
 /// Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
-/// would pass its cap: wait for `on_drain`), `-EMSGSIZE` (`len` alone is larger
-/// than the cap, so it could never be queued: split it or raise the cap with
+/// would pass its cap: wait for `on_drain`, which is sure to follow once the
+/// queue is at or below the low-water mark and this write fits; retry it
+/// there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
+/// never be queued: no `on_drain` follows; split it or raise the cap with
 /// `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
 /// shut down or closed, even if `on_close` has not been delivered yet).
 /// Ownership: the bytes are copied; `buf` stays the caller's.
@@ -569,8 +579,14 @@ pub unsafe extern "C" fn epoll_loop_conn_get_user_data(c: *const epoll_loop_conn
 }
 
 /// Sets the write-queue limits: `epoll_loop_conn_write` fails with `-ENOBUFS`
-/// rather than queue past `max_queue` bytes, and `on_drain` runs when the queue
-/// falls to `low_water` after having been above it. Defaults: 1 MiB, 64 KiB.
+/// rather than queue past `max_queue` bytes (`-EMSGSIZE` for a write larger
+/// than `max_queue` by itself), and `on_drain` runs when the queue falls to
+/// `low_water` after having been above it, and after a write refused with
+/// `-ENOBUFS` once the queue is at or below `low_water` and that write fits
+/// (on the next loop turn, never from inside this call, if these new limits
+/// put the queue there already).
+/// Bytes already queued stay queued, even above a lower cap.
+/// Defaults: 1 MiB, 64 KiB.
 /// Returns: 0.
 /// Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
 /// `-EPIPE` (closed).
@@ -584,11 +600,14 @@ pub unsafe extern "C" fn epoll_loop_conn_set_limits(
 ) -> c_int {
     // SAFETY: NULL or a connection handle (checked inside).
     unsafe {
-        with_conn(c, |_, conn, _| {
-            conn.set_limits(Limits {
-                max_queue,
-                low_water,
-            })
+        with_conn(c, |lp, conn, _| {
+            conn.set_limits(
+                lp,
+                Limits {
+                    max_queue,
+                    low_water,
+                },
+            )
             .map(|()| 0)
         })
     }
