@@ -336,7 +336,13 @@ typedef struct epoll_loop_conn_callbacks {
   /**
    * The connection is closed: `error` is 0 after a clean close or the peer's
    * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-   * timeout, else the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...).
+   * inactivity timeout (`epoll_loop_conn_set_timeout`) or when an
+   * `epoll_loop_conn_close` could not finish within its close timeout
+   * (`epoll_loop_conn_set_close_timeout`, default 2 s: queued bytes were
+   * dropped, the peer got a reset), else the socket's `-errno`
+   * (`-ECONNREFUSED`, `-ECONNRESET`, ...). 0 after a close means every
+   * byte written was sent; the peer's kernel acknowledged them all if the
+   * close ended with a reset (see `epoll_loop_conn_close`).
    * Called exactly once, from the loop (never from inside the call that
    * closed it); the handle is invalid once it returns.
    */
@@ -814,17 +820,45 @@ int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
 /**
  * Stops delivering data, sends what is queued, then closes; `on_close(0)`
  * follows, from the loop. Unread input from the peer is drained and dropped
- * (for up to 2 s) so that the close does not turn into a reset that would
- * destroy bytes still in flight. On a connection still connecting, bytes
+ * (lingering: we send FIN and wait for the peer's EOF) so that the close does
+ * not turn into a reset that would destroy bytes still in flight; after 2 s
+ * of that the connection is reset, with `on_close(0)`, as soon as the peer
+ * has acknowledged every byte. On a connection still connecting, bytes
  * written so far are sent too: `on_open` runs when the connect completes,
  * then the queue goes out and the connection closes (with nothing queued it
  * closes at once, without `on_open`).
+ * The whole close, from this call (connecting, flushing, lingering), is
+ * bounded by the connection's close timeout, 2 s unless changed with
+ * `epoll_loop_conn_set_close_timeout`: when it expires the connection is
+ * reset and `on_close(-ETIMEDOUT)` reports that bytes were lost (or
+ * `on_close(0)` if it was lingering and the peer had acknowledged them all).
+ * So a peer that stops reading cannot hold a close, or a graceful shutdown
+ * waiting for it, forever.
  * Returns: 0.
  * Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
 int epoll_loop_conn_close(struct epoll_loop_conn *c);
+
+/**
+ * Sets the close timeout: how long an `epoll_loop_conn_close` may take in all
+ * (finishing a connect, sending what is queued, lingering for the peer's EOF)
+ * before the connection is reset (RST) and `on_close(-ETIMEDOUT)` follows
+ * (`on_close(0)` if it was lingering and the peer had acknowledged every
+ * byte). Default 2000 ms. `timeout_ms` 0 means no limit, an explicit
+ * opt-in: a close then waits as long as the peer takes to read what was
+ * written, forever if it never reads (`epoll_loop_conn_abort` still ends it).
+ * Set it before `epoll_loop_conn_close`; the inactivity timeout
+ * (`epoll_loop_conn_set_timeout`) is separate and keeps applying while the
+ * queue is flushed.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`c` NULL or invalid), `-EPIPE` (closing or closed: the
+ * running close keeps the timeout it started with).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_close_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
 
 /**
  * Closes at once with a reset (RST), discarding what is queued;

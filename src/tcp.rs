@@ -19,6 +19,9 @@
 //!   no reason to wait: no `on_drain` follows it. (The echo server resumes
 //!   reading in `on_drain`.)
 //! - A peer's EOF flushes what is queued, then closes: `on_close(0)`.
+//! - [`Conn::close`] flushes, then lingers; the whole of it is bounded by the
+//!   connection's close timeout ([`CLOSE_TIMEOUT_MS`] by default, see
+//!   [`Conn::set_close_timeout`]): then it resets, `on_close(-ETIMEDOUT)`.
 //! - `on_close` runs exactly once; afterwards every operation fails with `EPIPE`.
 //!
 //! [`Listener`] accepts until `EAGAIN` and survives `EMFILE`/`ENFILE` with
@@ -45,8 +48,15 @@ const READS_PER_EVENT: usize = 1;
 /// Accepts per readiness event before yielding.
 const ACCEPTS_PER_EVENT: usize = 256;
 /// How long a closing connection waits for the peer's EOF after sending its own
-/// FIN (see [`Conn::close`]) before it resets.
+/// FIN (see [`Conn::close`]) before it resets, if by then the peer has
+/// acknowledged every byte.
 pub const LINGER_MS: u64 = 2000;
+/// While lingering past [`LINGER_MS`] with bytes not yet acknowledged, how
+/// often the connection looks again.
+const LINGER_POLL_MS: u64 = 50;
+/// The default close timeout: how long [`Conn::close`] may take in all
+/// (flushing and lingering) before it resets with `on_close(-ETIMEDOUT)`.
+pub const CLOSE_TIMEOUT_MS: u32 = 2000;
 /// How long accepting pauses when even the reserve-fd trick fails.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -231,6 +241,10 @@ pub struct Conn {
     last_active_ms: Cell<u64>,
     /// The linger timer while lingering, else the inactivity timer (0 = none).
     timer: Cell<u64>,
+    /// Limit on the whole of a close (0 = none); see [`Conn::set_close_timeout`].
+    close_timeout_ms: Cell<u32>,
+    /// The close deadline's timer (0 = none).
+    close_timer: Cell<u64>,
     queue: RefCell<WriteQueue>,
     handler: Rc<dyn ConnHandler>,
     ctx: Rc<TcpContext>,
@@ -272,6 +286,8 @@ impl Conn {
             timeout_ms: Cell::new(0),
             last_active_ms: Cell::new(now_ms()),
             timer: Cell::new(0),
+            close_timeout_ms: Cell::new(CLOSE_TIMEOUT_MS),
+            close_timer: Cell::new(0),
             queue: RefCell::new(WriteQueue::default()),
             handler,
             ctx,
@@ -573,18 +589,29 @@ impl Conn {
     /// otherwise `on_open` still runs when the connect completes, the queue is
     /// sent, then the connection closes (a failed connect reports its error).
     ///
+    /// The close timeout ([`Conn::set_close_timeout`], default
+    /// [`CLOSE_TIMEOUT_MS`]) bounds all of it, from this call: the flush (a
+    /// peer that stops reading would otherwise hold it forever), a connect
+    /// still in progress, and the lingering below. When it expires the
+    /// connection is reset: `on_close(-ETIMEDOUT)`, or `on_close(0)` if it
+    /// was lingering and the peer had acknowledged every byte (nothing is lost).
+    ///
     /// # Implementation notes
     /// Closing a socket whose receive buffer holds unread bytes makes Linux send
     /// RST and drop what is still in flight to the peer, so a plain `close` after
     /// the flush could lose bytes already written. Unless the peer already sent
     /// EOF, the connection therefore "lingers" (as nginx's lingering close does):
     /// it sends FIN with `shutdown(SHUT_WR)`, reads and discards until the peer's
-    /// EOF, then closes; after [`LINGER_MS`] it resets instead.
+    /// EOF, then closes. After [`LINGER_MS`] it resets instead, with
+    /// `on_close(0)`, once the peer has acknowledged every byte (`SIOCOUTQ` is
+    /// 0: the reset cannot destroy any); until then it keeps lingering, within
+    /// the close timeout. A reset with bytes unacknowledged reports `-ETIMEDOUT`.
     pub fn close(self: &Rc<Self>, lp: &EventLoop) {
         if self.flags.get() & (CLOSING | CLOSED) != 0 {
             return;
         }
         self.set(CLOSING);
+        self.arm_close_deadline(lp);
         if self.has(CONNECTING) {
             // Nothing to send: no need to wait for the connect, flush or linger.
             // Bytes written while connecting, though, go out once it completes
@@ -612,19 +639,82 @@ impl Conn {
         }
         self.set(LINGER | SHUT_DONE);
         self.stop_timer(lp);
+        self.linger_for(lp, LINGER_MS);
+        self.update_mask(lp);
+    }
+
+    /// Lingers `ms` more, then resets if the peer has acknowledged everything,
+    /// else looks again every [`LINGER_POLL_MS`] (the close deadline, if any,
+    /// ends it).
+    fn linger_for(self: &Rc<Self>, lp: &EventLoop, ms: u64) {
         let weak = Rc::downgrade(self);
         let id = lp.timer_start(
-            LINGER_MS,
+            ms,
             0,
             Rc::new(move |lp: &EventLoop, _| {
-                if let Some(c) = weak.upgrade() {
-                    c.timer.set(0);
+                let Some(c) = weak.upgrade() else { return };
+                c.timer.set(0);
+                if c.is_closed() {
+                    return;
+                }
+                if c.all_acknowledged() {
                     c.abort(lp, 0);
+                } else {
+                    c.linger_for(lp, LINGER_POLL_MS);
                 }
             }),
         );
         self.timer.set(id);
-        self.update_mask(lp);
+    }
+
+    /// Lingering, and the peer acknowledged every byte (and our FIN): a reset
+    /// now destroys nothing. False when unknown.
+    fn all_acknowledged(&self) -> bool {
+        self.has(LINGER) && socket::unacked(self.fd()) == Ok(0)
+    }
+
+    /// Limits the whole of a close (flush, connect, linger): when it expires,
+    /// the connection resets. `ms` 0: no limit (flushing may then wait forever
+    /// for a peer that does not read; lingering waits until the peer has
+    /// acknowledged every byte). Default [`CLOSE_TIMEOUT_MS`]. `EPIPE` once a
+    /// close was asked for, or the connection is closed.
+    pub fn set_close_timeout(&self, ms: u32) -> Result<()> {
+        if self.is_closing() {
+            return Err(Errno(libc::EPIPE));
+        }
+        self.close_timeout_ms.set(ms);
+        Ok(())
+    }
+
+    /// The close timeout in milliseconds (0: none).
+    pub fn close_timeout(&self) -> u32 {
+        self.close_timeout_ms.get()
+    }
+
+    fn arm_close_deadline(self: &Rc<Self>, lp: &EventLoop) {
+        let ms = self.close_timeout_ms.get();
+        if ms == 0 {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let id = lp.timer_start(
+            u64::from(ms),
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                let Some(c) = weak.upgrade() else { return };
+                c.close_timer.set(0);
+                if c.is_closed() {
+                    return;
+                }
+                let error = if c.all_acknowledged() {
+                    0
+                } else {
+                    -libc::ETIMEDOUT
+                };
+                c.abort(lp, error);
+            }),
+        );
+        self.close_timer.set(id);
     }
 
     /// Closes an idle connection at once, without lingering: a FIN when nothing
@@ -704,6 +794,10 @@ impl Conn {
         }
         self.set(CLOSED);
         self.stop_timer(lp);
+        let t = self.close_timer.replace(0);
+        if t != 0 {
+            let _ = lp.timer_stop(t);
+        }
         let _ = lp.unregister(self.fd());
         *self.queue.borrow_mut() = WriteQueue::default();
         self.handler.on_close(lp, self, error);
@@ -1368,6 +1462,22 @@ mod tests {
         drop(conn);
         assert_eq!(reader.join().unwrap(), data);
         assert_eq!(*rec.closes.borrow(), vec![0]);
+    }
+
+    /// A close to a peer that reads nothing ends at the close timeout with a
+    /// reset and `-ETIMEDOUT`; the timeout cannot change once closing.
+    #[test]
+    fn close_to_a_stuck_peer_ends_at_the_close_timeout() {
+        let (lp, conn, rec, _client) = pair(64 << 20, 1 << 20);
+        assert_eq!(conn.close_timeout(), CLOSE_TIMEOUT_MS);
+        conn.set_close_timeout(200).unwrap();
+        fill_socket(&lp, &conn, &rec);
+        let t0 = Instant::now();
+        conn.close(&lp);
+        assert_eq!(conn.set_close_timeout(0), Err(Errno(libc::EPIPE)));
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        assert!(t0.elapsed() >= Duration::from_millis(195));
+        assert_eq!(*rec.closes.borrow(), vec![-libc::ETIMEDOUT]);
     }
 
     #[test]

@@ -298,6 +298,11 @@ fn set_timeout(c: *mut epoll_loop_conn, ms: u32) -> c_int {
     unsafe { epoll_loop_conn_set_timeout(c, ms) }
 }
 
+fn set_close_timeout(c: *mut epoll_loop_conn, ms: u32) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_set_close_timeout(c, ms) }
+}
+
 /// The queued byte count, or the error code.
 fn queued(c: *mut epoll_loop_conn) -> Result<usize, c_int> {
     let mut n = usize::MAX;
@@ -567,6 +572,27 @@ fn connect_refused_reports_econnrefused_and_never_opens() {
     assert_eq!(cli.events(), vec![Ev::Close(-libc::ECONNREFUSED)]);
 }
 
+/// A listener on which connects hang in SYN_SENT (see
+/// `connect_to_a_black_hole_times_out_with_etimedout`): its backlog lowered
+/// to 0 and its accept queue full. Keep all three alive while it is needed.
+fn black_hole() -> (TcpListener, SocketAddr, Vec<TcpStream>) {
+    let (l, addr) = std_listener();
+    // SAFETY: listen(2) on a socket this test owns.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                println!("accept queue full after {} connections", fillers.len());
+                return (l, addr, fillers);
+            }
+            Err(e) => panic!("filler connect: {e}"),
+        }
+    }
+    panic!("the kernel completed 16 handshakes on a backlog-0 listener: cannot make a black hole");
+}
+
 /// Connecting to a port whose accept queue is full: Linux drops the SYN
 /// (`tcp_conn_request`: `sk_acceptq_is_full` -> drop, whatever
 /// `tcp_syncookies` says, with `tcp_abort_on_overflow` 0), so the connect
@@ -578,27 +604,7 @@ fn connect_refused_reports_econnrefused_and_never_opens() {
 /// the peer address is -ENOTCONN.
 #[test]
 fn connect_to_a_black_hole_times_out_with_etimedout() {
-    let (l, addr) = std_listener();
-    // SAFETY: listen(2) on a socket this test owns.
-    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
-    let mut fillers = Vec::new();
-    let mut blocked = false;
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(s) => fillers.push(s),
-            Err(e) if e.kind() == ErrorKind::TimedOut => {
-                blocked = true;
-                break;
-            }
-            Err(e) => panic!("filler connect: {e}"),
-        }
-    }
-    assert!(
-        blocked,
-        "the kernel completed 16 handshakes on a backlog-0 listener: cannot make a black hole"
-    );
-    println!("accept queue full after {} connections", fillers.len());
-
+    let (_l, addr, fillers) = black_hole();
     let cli = Rec::new();
     let lp = Loop::new();
     let c = lp.connect(addr.port(), &cli);
@@ -638,6 +644,7 @@ fn calls_with_null_return_einval() {
     assert_eq!(set_limits(null_c, 100, 10), einval);
     assert_eq!(set_half_open(null_c, true), einval);
     assert_eq!(set_timeout(null_c, 10), einval);
+    assert_eq!(set_close_timeout(null_c, 10), einval);
     assert_eq!(queued(null_c), Err(einval));
     assert_eq!(fileno(null_c), einval);
     assert_eq!(address(null_c, Side::Peer, 64), Err(einval));
@@ -1405,6 +1412,243 @@ fn idle_timeout_closes_with_etimedout_and_traffic_defers_it() {
     cli.assert_lifecycle("client");
     assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
     assert_eq!(cli.data(), vec![0, 1, 2, 3, 4, 5]);
+}
+
+// ---------------------------------------------------------------------------
+// Close timeout
+// ---------------------------------------------------------------------------
+
+/// A connection from the loop to a peer that never reads (16 KiB socket
+/// buffers on both ends), with at least 1 MiB queued under an 8 MiB cap.
+/// Returns the handle, the peer's socket and the bytes written (stream 11).
+fn stuck_peer(lp: &Loop, cli: &Rec) -> (*mut epoll_loop_conn, TcpStream, usize) {
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 16 * 1024);
+    let c = lp.connect(addr.port(), cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (peer, _) = sl.accept().unwrap();
+    set_sndbuf(fileno(c), 16 * 1024);
+    assert_eq!(set_limits(c, 8 << 20, 1 << 20), 0);
+    let mut sent = 0;
+    while queued(c).unwrap() < 1 << 20 {
+        assert_eq!(write(c, &pattern(11, sent, 256 * 1024)), 0);
+        sent += 256 * 1024;
+    }
+    (c, peer, sent)
+}
+
+/// Reads until EOF or an error: the bytes, and the error if any.
+fn read_all(peer: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (got, Some(e.kind())),
+        }
+    }
+}
+
+/// `_close` with a large queue to a peer that never reads: by default it gives
+/// up after 2 s (it used to wait forever, and a graceful shutdown with it):
+/// the connection is reset and `on_close(-ETIMEDOUT)` says bytes were lost.
+/// The peer sees the reset; what reached it before is exact.
+#[test]
+fn close_to_a_peer_that_never_reads_resets_after_2_s_with_etimedout() {
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let (c, mut peer, sent) = stuck_peer(&lp, &cli);
+    let t0 = Instant::now();
+    assert_eq!(close(c), 0);
+    assert_eq!(set_close_timeout(c, 0), -libc::EPIPE, "closing already");
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("close with {sent} bytes written to a peer that never reads: on_close after {took:?}");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert!(
+        took >= Duration::from_millis(1990) && took < Duration::from_secs(7),
+        "default close timeout of 2 s ended the close after {took:?}"
+    );
+    let (got, err) = read_all(&mut peer);
+    assert_eq!(
+        err,
+        Some(ErrorKind::ConnectionReset),
+        "after {} bytes",
+        got.len()
+    );
+    assert!(got.len() < sent);
+    assert!(
+        got == pattern(11, 0, got.len()),
+        "the bytes that arrived are exact"
+    );
+}
+
+/// `epoll_loop_conn_set_close_timeout` per connection: 300 ms and 3500 ms on
+/// two connections closed at the same moment end after their own timeouts
+/// (the second one outlives the 2 s default).
+#[test]
+fn close_timeout_is_per_connection() {
+    let (fast, slow) = (Rec::new(), Rec::new());
+    let lp = Loop::new();
+    let (cf, _pf, _) = stuck_peer(&lp, &fast);
+    let (cs, _ps, _) = stuck_peer(&lp, &slow);
+    assert_eq!(set_close_timeout(cf, 300), 0);
+    assert_eq!(set_close_timeout(cs, 3500), 0);
+    let t0 = Instant::now();
+    assert_eq!(close(cf), 0);
+    assert_eq!(close(cs), 0);
+    lp.poll_until("both closed", WAIT, || fast.closed() && slow.closed());
+    let took_fast = fast.closed_at.get().unwrap() - t0;
+    let took_slow = slow.closed_at.get().unwrap() - t0;
+    println!("close timeouts 300 ms and 3500 ms: on_close after {took_fast:?} and {took_slow:?}");
+    fast.assert_lifecycle("fast");
+    slow.assert_lifecycle("slow");
+    assert_eq!(fast.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert_eq!(slow.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert!(
+        took_fast >= Duration::from_millis(295) && took_fast < Duration::from_millis(1900),
+        "300 ms close timeout: {took_fast:?}"
+    );
+    assert!(
+        took_slow >= Duration::from_millis(3490) && took_slow < Duration::from_secs(9),
+        "3500 ms close timeout: {took_slow:?}"
+    );
+}
+
+/// Close timeout 0 is no limit: the close to a peer that never reads is still
+/// flushing after 2.5 s (past the 2 s default); `_abort` ends it.
+#[test]
+fn close_timeout_0_waits_until_aborted() {
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let (c, _peer, _) = stuck_peer(&lp, &cli);
+    assert_eq!(set_close_timeout(c, 0), 0);
+    assert_eq!(close(c), 0);
+    lp.poll_for(Duration::from_millis(2500));
+    assert!(
+        !cli.closed(),
+        "closed with no close timeout: {:?}",
+        cli.events()
+    );
+    assert!(queued(c).unwrap() > 0, "still flushing");
+    assert_eq!(abort(c), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ECONNABORTED]);
+}
+
+/// A peer that reads everything: `_close` ends with `on_close(0)` and the
+/// bytes arrive exact. Three ways: the peer closes after EOF (the close
+/// completes with it); the peer reads everything but never closes (the close
+/// lingers 2 s, then resets, still with 0: the peer had acknowledged every
+/// byte, the reset destroyed nothing), once with a 10 s close timeout and
+/// once with the default 2 s.
+#[test]
+fn close_to_a_peer_that_reads_everything_reports_0_and_the_bytes_are_exact() {
+    for (mode, close_timeout) in [("closes", None), ("stays", Some(10_000)), ("stays", None)] {
+        let cli = Rec::new();
+        let (sl, addr) = std_listener();
+        let lp = Loop::new();
+        let c = lp.connect(addr.port(), &cli);
+        lp.poll_until("open", WAIT, || cli.opened());
+        let (mut peer, _) = sl.accept().unwrap();
+        assert_eq!(set_limits(c, 8 << 20, 1 << 20), 0);
+        if let Some(ms) = close_timeout {
+            assert_eq!(set_close_timeout(c, ms), 0);
+        }
+        let data = pattern(12, 0, 4 << 20);
+        assert_eq!(write(c, &data), 0);
+        let total = data.len();
+        let stays = mode == "stays";
+        let reader = thread::spawn(move || {
+            peer.set_read_timeout(Some(WAIT)).unwrap();
+            if stays {
+                let mut got = vec![0u8; total];
+                peer.read_exact(&mut got).map(|()| (got, Some(peer)))
+            } else {
+                let (got, err) = read_all(&mut peer);
+                drop(peer);
+                match err {
+                    None => Ok((got, None)),
+                    Some(k) => Err(std::io::Error::from(k)),
+                }
+            }
+        });
+        let t0 = Instant::now();
+        assert_eq!(close(c), 0);
+        lp.poll_until("on_close", WAIT, || cli.closed());
+        let took = cli.closed_at.get().unwrap() - t0;
+        let (got, _peer) = reader.join().unwrap().expect("peer read");
+        println!("peer {mode}, close timeout {close_timeout:?}: on_close after {took:?}");
+        cli.assert_lifecycle(mode);
+        assert_eq!(cli.close_codes(), vec![0], "peer {mode}, {close_timeout:?}");
+        assert!(got == data, "peer {mode}: the bytes differ");
+        if close_timeout.is_some() {
+            assert!(
+                took < Duration::from_millis(9500),
+                "ended by lingering: {took:?}"
+            );
+        }
+    }
+}
+
+/// Everything handed to the kernel (nothing queued), but the peer reads
+/// nothing and its window is closed: the close lingers, and when the close
+/// timeout ends it the reset destroys bytes the peer never acknowledged, so
+/// `on_close` says `-ETIMEDOUT` (it used to say 0 after lingering).
+#[test]
+fn lingering_with_unacknowledged_bytes_ends_with_etimedout() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 16 * 1024);
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (_peer, _) = sl.accept().unwrap();
+    set_sndbuf(fileno(c), 2 << 20);
+    assert_eq!(set_close_timeout(c, 500), 0);
+    let mut sent = 0;
+    while sent < 256 * 1024 {
+        assert_eq!(write(c, &pattern(13, sent, 16 * 1024)), 0);
+        sent += 16 * 1024;
+    }
+    assert_eq!(queued(c), Ok(0), "the socket took all {sent} bytes");
+    let t0 = Instant::now();
+    assert_eq!(close(c), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("lingering with unacknowledged bytes: on_close after {took:?}");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert!(took >= Duration::from_millis(495), "{took:?}");
+}
+
+/// `_close` on a connection still connecting (to a black hole), with bytes
+/// queued, is bounded by the close timeout too: `on_close(-ETIMEDOUT)`, no
+/// `on_open` (it used to wait for the kernel to give up on the SYN, minutes).
+#[test]
+fn close_while_connecting_with_bytes_queued_is_bounded_by_the_close_timeout() {
+    let (_l, addr, _fillers) = black_hole();
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    assert_eq!(write(c, b"request"), 0);
+    assert_eq!(set_close_timeout(c, 400), 0);
+    let t0 = Instant::now();
+    assert_eq!(close(c), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("close while connecting: on_close after {took:?}");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.events(), vec![Ev::Close(-libc::ETIMEDOUT)]);
+    assert!(
+        took >= Duration::from_millis(395) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
