@@ -733,7 +733,7 @@ int epoll_loop_listener_port(const struct epoll_loop_listener *l);
  * `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
  * Returns: 0.
  * Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
- * `max_queue` 0 or above 4 GiB).
+ * `max_queue` 0 or above `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
@@ -782,7 +782,8 @@ int epoll_loop_tcp_connect(struct epoll_loop *loop,
  * queue is at or below the low-water mark and this write fits; retry it
  * there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
  * never be queued: no `on_drain` follows; split it or raise the cap with
- * `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
+ * `epoll_loop_conn_set_limits`; any `len` up to `SIZE_MAX` gets this answer,
+ * checked before `buf` is touched), `-EPIPE` (the connection is closing,
  * shut down or closed, even if `on_close` has not been delivered yet).
  * Ownership: the bytes are copied; `buf` stays the caller's.
  * Thread safety: loop thread.
@@ -899,8 +900,8 @@ void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
  * Bytes already queued stay queued, even above a lower cap.
  * Defaults: 1 MiB, 64 KiB.
  * Returns: 0.
- * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
- * `-EPIPE` (closed).
+ * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above
+ * `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`), `-EPIPE` (closed).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */

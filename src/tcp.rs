@@ -212,11 +212,19 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// `EINVAL` unless `low_water < max_queue` and both fit in 32 bits.
+    /// The largest cap: it must fit the 32-bit fields, and a chunk of that size
+    /// must be a valid slice length (`isize::MAX`, on 32-bit targets smaller).
+    pub const MAX_QUEUE: usize = if (u32::MAX as usize) < isize::MAX as usize {
+        u32::MAX as usize
+    } else {
+        isize::MAX as usize
+    };
+
+    /// `EINVAL` unless `0 < max_queue <= MAX_QUEUE` and `low_water < max_queue`.
     pub fn validate(self) -> Result<Limits> {
         if self.max_queue == 0
             || self.low_water >= self.max_queue
-            || self.max_queue > u32::MAX as usize
+            || self.max_queue > Limits::MAX_QUEUE
         {
             return Err(Errno::EINVAL);
         }
@@ -487,14 +495,8 @@ impl Conn {
     /// call. `EMSGSIZE` does not wait for a drain (none follows); split the
     /// data or raise the cap.
     pub fn write(self: &Rc<Self>, lp: &EventLoop, data: &[u8]) -> Result<()> {
-        if self.flags.get() & (CLOSING | CLOSED | FAILED | SHUT_PENDING | SHUT_DONE) != 0 {
-            return Err(Errno(libc::EPIPE));
-        }
+        self.check_write_len(data.len())?;
         let queued = self.queued();
-        if data.len() > self.max_queue.get() as usize {
-            // Could never fit, whatever drains: say so instead of ENOBUFS.
-            return Err(Errno(libc::EMSGSIZE));
-        }
         if queued.saturating_add(data.len()) > self.max_queue.get() as usize {
             // The writer now waits for `on_drain`: make sure one comes, even if
             // the queue never goes above the low-water mark again, and not
@@ -539,6 +541,22 @@ impl Conn {
                 self.set(WANT_DRAIN);
             }
             self.update_mask(lp);
+        }
+        Ok(())
+    }
+
+    /// What [`Conn::write`] would answer for `len` bytes before looking at them:
+    /// `EPIPE` once the connection is closing, shut down or closed, `EMSGSIZE`
+    /// for more than the cap. `Ok` means `len <= max_queue <= Limits::MAX_QUEUE`,
+    /// so the C boundary checks a caller's length here before it makes a slice
+    /// of it (a length over `isize::MAX` must never become one).
+    pub fn check_write_len(&self, len: usize) -> Result<()> {
+        if self.flags.get() & (CLOSING | CLOSED | FAILED | SHUT_PENDING | SHUT_DONE) != 0 {
+            return Err(Errno(libc::EPIPE));
+        }
+        if len > self.max_queue.get() as usize {
+            // Could never fit, whatever drains: say so instead of ENOBUFS.
+            return Err(Errno(libc::EMSGSIZE));
         }
         Ok(())
     }
@@ -1478,6 +1496,35 @@ mod tests {
         poll_until(&lp, || !rec.closes.borrow().is_empty());
         assert!(t0.elapsed() >= Duration::from_millis(195));
         assert_eq!(*rec.closes.borrow(), vec![-libc::ETIMEDOUT]);
+    }
+
+    /// Caps stay at or below `Limits::MAX_QUEUE` (so a chunk that passes
+    /// `check_write_len` is a valid slice length), and `check_write_len`
+    /// answers any length, `usize::MAX` included, without arithmetic on it.
+    #[test]
+    fn write_lengths_are_checked_against_a_bounded_cap() {
+        assert!(Limits::MAX_QUEUE <= isize::MAX as usize);
+        assert!(Limits::MAX_QUEUE <= u32::MAX as usize);
+        let l = |max_queue, low_water| Limits {
+            max_queue,
+            low_water,
+        };
+        assert!(l(Limits::MAX_QUEUE, 0).validate().is_ok());
+        for bad in [
+            l(Limits::MAX_QUEUE + 1, 0),
+            l(usize::MAX, 0),
+            l(0, 0),
+            l(10, 10),
+        ] {
+            assert_eq!(bad.validate(), Err(Errno::EINVAL), "{bad:?}");
+        }
+        let (lp, conn, _rec, _client) = pair(1000, 500);
+        for len in [usize::MAX, isize::MAX as usize + 1, 1001] {
+            assert_eq!(conn.check_write_len(len), Err(Errno(libc::EMSGSIZE)));
+        }
+        assert_eq!(conn.check_write_len(1000), Ok(()));
+        conn.close(&lp);
+        assert_eq!(conn.check_write_len(usize::MAX), Err(Errno(libc::EPIPE)));
     }
 
     #[test]

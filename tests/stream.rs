@@ -1238,6 +1238,44 @@ fn fifty_mib_in_megabyte_writes_to_a_slow_reader_never_stall() {
     assert!(t.drains >= t.refusals, "{t}");
 }
 
+/// A `len` far beyond any cap, up to `SIZE_MAX` and just past `SSIZE_MAX`,
+/// is `-EMSGSIZE` before the library looks at `buf` (it used to make a slice
+/// of it first: undefined behaviour, an abort in debug builds); nothing is
+/// queued and the connection goes on working.
+#[test]
+fn write_of_a_huge_len_is_emsgsize_without_touching_buf() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    let buf = [7u8; 16];
+    for len in [
+        usize::MAX,
+        isize::MAX as usize + 1,
+        isize::MAX as usize,
+        u32::MAX as usize + 1,
+        (1 << 20) + 1,
+    ] {
+        // SAFETY: `buf` is readable for 16 bytes only and `len` says more on
+        // purpose: the library must refuse the length before reading anything.
+        let rc = unsafe { epoll_loop_conn_write(c, buf.as_ptr().cast(), len) };
+        assert_eq!(rc, -libc::EMSGSIZE, "len {len:#x}");
+        assert_eq!(queued(c), Ok(0), "len {len:#x}: nothing queued");
+    }
+    assert_eq!(write(c, b"still usable"), 0);
+    let mut got = [0u8; 12];
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still usable");
+    assert_eq!(close(c), 0);
+    drop(peer);
+    lp.poll_until("closed", WAIT, || cli.closed());
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![0]);
+}
+
 /// A paused connection gets no `on_data`, and TCP pushes back on the peer (its
 /// non-blocking writes end in EAGAIN); after `_resume` everything arrives in
 /// order. Pause and resume are idempotent.

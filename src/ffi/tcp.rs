@@ -300,7 +300,7 @@ pub unsafe extern "C" fn epoll_loop_listener_port(l: *const epoll_loop_listener)
 /// `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
 /// Returns: 0.
 /// Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
-/// `max_queue` 0 or above 4 GiB).
+/// `max_queue` 0 or above `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -433,7 +433,8 @@ unsafe fn with_conn(
 /// queue is at or below the low-water mark and this write fits; retry it
 /// there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
 /// never be queued: no `on_drain` follows; split it or raise the cap with
-/// `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
+/// `epoll_loop_conn_set_limits`; any `len` up to `SIZE_MAX` gets this answer,
+/// checked before `buf` is touched), `-EPIPE` (the connection is closing,
 /// shut down or closed, even if `on_close` has not been delivered yet).
 /// Ownership: the bytes are copied; `buf` stays the caller's.
 /// Thread safety: loop thread.
@@ -452,6 +453,11 @@ pub unsafe extern "C" fn epoll_loop_conn_write(
             if buf.is_null() {
                 return Err(Errno::EINVAL);
             }
+            // Refuse a length over the cap before it becomes a slice: one over
+            // isize::MAX would be undefined behaviour.
+            conn.check_write_len(len)?;
+            // SAFETY: `buf` is non-NULL and readable for `len` bytes per the
+            // contract, and `len <= max_queue <= isize::MAX` (checked above).
             let data = std::slice::from_raw_parts(buf.cast::<u8>(), len);
             conn.write(lp, data).map(|()| 0)
         })
@@ -631,8 +637,8 @@ pub unsafe extern "C" fn epoll_loop_conn_get_user_data(c: *const epoll_loop_conn
 /// Bytes already queued stay queued, even above a lower cap.
 /// Defaults: 1 MiB, 64 KiB.
 /// Returns: 0.
-/// Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
-/// `-EPIPE` (closed).
+/// Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above
+/// `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`), `-EPIPE` (closed).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
