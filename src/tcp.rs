@@ -174,7 +174,9 @@ impl WriteQueue {
         &self.buf[self.start..]
     }
     fn consume(&mut self, n: usize) {
-        self.start += n;
+        // `n` comes from `send` of `front()`, so it is at most `len()`.
+        debug_assert!(n <= self.len());
+        self.start += n.min(self.len());
         if self.start == self.buf.len() {
             // Empty: give the memory back so an idle connection costs nothing here.
             self.buf = Vec::new();
@@ -316,6 +318,7 @@ impl Conn {
 
     /// Wraps a connected non-blocking socket and registers it for reading.
     /// `on_open` is not called here: the caller knows the connection is open.
+    /// `EINVAL` for invalid limits ([`Limits::validate`]).
     pub fn open(
         lp: &EventLoop,
         fd: OwnedFd,
@@ -323,6 +326,7 @@ impl Conn {
         handler: Rc<dyn ConnHandler>,
         limits: Limits,
     ) -> Result<Rc<Conn>> {
+        let limits = limits.validate()?;
         let conn = Conn::new(fd, ctx, handler, limits, 0);
         conn.register(lp, IN | RDHUP)?;
         Ok(conn)
@@ -330,8 +334,9 @@ impl Conn {
 
     /// Starts a non-blocking connect to `addr`. `on_open` runs when it completes;
     /// if it fails, `on_close(-errno)` runs instead (and `on_open` never does).
-    /// Errors returned here (no callback will run): `socket`/`connect` failures
-    /// that are known at once, e.g. `ENETUNREACH`, `EMFILE`.
+    /// Errors returned here (no callback will run): `EINVAL` for invalid limits,
+    /// `socket`/`connect` failures that are known at once, e.g. `ENETUNREACH`,
+    /// `EMFILE`.
     pub fn connect(
         lp: &EventLoop,
         addr: &SocketAddr,
@@ -339,6 +344,7 @@ impl Conn {
         handler: Rc<dyn ConnHandler>,
         limits: Limits,
     ) -> Result<Rc<Conn>> {
+        let limits = limits.validate()?;
         let fd = socket::tcp_connect(addr)?;
         let conn = Conn::new(fd, ctx, handler, limits, CONNECTING);
         conn.register(lp, OUT)?;
