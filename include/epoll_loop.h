@@ -276,7 +276,10 @@ typedef struct echo_server_config {
   uint32_t idle_timeout_ms;
   /**
    * Per connection: when this many bytes wait to be sent back, the server stops
-   * reading from that client until they drain. Default 256 KiB.
+   * reading from that client until they drain. Default 256 KiB. From 1 to
+   * 1 GiB (1073741824); 0 or anything larger is refused with `-EINVAL`
+   * (each connection may queue up to this plus 64 KiB, a size that must
+   * stay in range).
    */
   size_t max_pending_bytes;
   /**
@@ -421,17 +424,31 @@ typedef struct epoll_loop_conn_callbacks {
   void (*on_data)(struct epoll_loop_conn *conn, const uint8_t *data, size_t len, void *user_data);
   /**
    * The write queue fell to its low-water mark after having been above it:
-   * a good moment to resume a paused producer.
+   * a good moment to resume a paused producer. Also after every
+   * `epoll_loop_conn_write` refused with `-ENOBUFS`: it runs once the queue
+   * is at or below the low-water mark and the refused write fits (at most
+   * `max_queue - len` bytes queued; a chunk larger than `max_queue -
+   * low_water` is refused even at low water), from the loop, never from
+   * inside the refused write. So a producer that stops at `-ENOBUFS` and
+   * retries from here never stalls and never spins, whatever its chunk
+   * size: the retry fits (unless the limits changed meanwhile).
+   * `-EMSGSIZE` is no reason to wait: no `on_drain` follows it.
    */
   void (*on_drain)(struct epoll_loop_conn *conn, void *user_data);
   /**
    * The connection is closed: `error` is 0 after a clean close or the peer's
    * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-   * timeout, `-ECANCELED` when the loop was freed while it was open, else
-   * the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...). Called exactly
-   * once, from the loop (never from inside the call that closed it) or from
-   * `epoll_loop_free`; calls on the connection inside it return `-EPIPE`, and
-   * the handle is invalid (`-EINVAL`) once it returns.
+   * inactivity timeout (`epoll_loop_conn_set_timeout`) or when an
+   * `epoll_loop_conn_close` could not finish within its close timeout
+   * (`epoll_loop_conn_set_close_timeout`, default 2 s: queued bytes were
+   * dropped, the peer got a reset), `-ECANCELED` when the loop was freed
+   * while it was open, else the socket's `-errno` (`-ECONNREFUSED`,
+   * `-ECONNRESET`, ...). 0 after a close means every byte written was sent;
+   * the peer's kernel acknowledged them all if the close ended with a reset
+   * (see `epoll_loop_conn_close`). Called exactly once, from the loop (never
+   * from inside the call that closed it) or from `epoll_loop_free`; calls on
+   * the connection inside it return `-EPIPE`, and the handle is invalid
+   * (`-EINVAL`) once it returns.
    */
   void (*on_close)(struct epoll_loop_conn *conn, int error, void *user_data);
 } epoll_loop_conn_callbacks;
@@ -456,15 +473,16 @@ void echo_server_config_init(struct echo_server_config *cfg);
  * Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
  * port through `SO_REUSEPORT`); it is listening when this returns.
  * Returns: 0, and the server in `*out`.
- * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
- * `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
- * did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
- * `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
- * byte past it, or above 4096: the program sets a field this version does not
- * know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
- * `-EAGAIN` (no thread could be started). On error nothing is left running or
- * open. `struct_size` from 64 up to this library's size reads the fields
- * inside it and defaults the rest (see `echo_server_config`).
+ * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0
+ * or above 1024, `max_pending_bytes` 0 or above 1 GiB, host not UTF-8),
+ * `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+ * `EPOLL_LOOP_EAI_AGAIN`, ...), `-E2BIG` (`struct_size` larger than this
+ * library's struct with a non-zero byte past it, or above 4096: the program
+ * sets a field this version does not know), `-EADDRINUSE`, `-EADDRNOTAVAIL`,
+ * `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN` (no thread could be started). On
+ * error nothing is left running or open. `struct_size` from 64 up to this
+ * library's size reads the fields inside it and defaults the rest (see
+ * `echo_server_config`).
  * Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
  * library copies what it needs from `cfg` (including `host`).
  * Thread safety: safe from any thread.
@@ -915,9 +933,9 @@ int epoll_loop_listener_port(const struct epoll_loop_listener *l);
  * `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
  * Returns: 0.
  * Errors: `-EINVAL` (NULL or closed listener, its loop freed,
- * `low_water >= max_queue`, `max_queue` 0 or above 4 GiB), `-EBUSY` (another
- * thread is inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked
- * child).
+ * `low_water >= max_queue`, `max_queue` 0 or above `UINT32_MAX`, on 32-bit
+ * systems `SSIZE_MAX`), `-EBUSY` (another thread is inside a call on its
+ * loop), `EPOLL_LOOP_EFORKED` (in a forked child).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
@@ -967,9 +985,12 @@ int epoll_loop_tcp_connect(struct epoll_loop *loop,
  * All or nothing: either every byte is accepted or none is.
  * Returns: 0 (`len` 0 is a no-op).
  * Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
- * would pass its cap: wait for `on_drain`), `-EMSGSIZE` (`len` alone is larger
- * than the cap, so it could never be queued: split it or raise the cap with
- * `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
+ * would pass its cap: wait for `on_drain`, which is sure to follow once the
+ * queue is at or below the low-water mark and this write fits; retry it
+ * there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
+ * never be queued: no `on_drain` follows; split it or raise the cap with
+ * `epoll_loop_conn_set_limits`; any `len` up to `SIZE_MAX` gets this answer,
+ * checked before `buf` is touched), `-EPIPE` (the connection is closing,
  * shut down or closed, even if `on_close` has not been delivered yet).
  * Ownership: the bytes are copied; `buf` stays the caller's.
  * Thread safety: loop thread.
@@ -1007,17 +1028,45 @@ int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
 /**
  * Stops delivering data, sends what is queued, then closes; `on_close(0)`
  * follows, from the loop. Unread input from the peer is drained and dropped
- * (for up to 2 s) so that the close does not turn into a reset that would
- * destroy bytes still in flight. On a connection still connecting, bytes
+ * (lingering: we send FIN and wait for the peer's EOF) so that the close does
+ * not turn into a reset that would destroy bytes still in flight; after 2 s
+ * of that the connection is reset, with `on_close(0)`, as soon as the peer
+ * has acknowledged every byte. On a connection still connecting, bytes
  * written so far are sent too: `on_open` runs when the connect completes,
  * then the queue goes out and the connection closes (with nothing queued it
  * closes at once, without `on_open`).
+ * The whole close, from this call (connecting, flushing, lingering), is
+ * bounded by the connection's close timeout, 2 s unless changed with
+ * `epoll_loop_conn_set_close_timeout`: when it expires the connection is
+ * reset and `on_close(-ETIMEDOUT)` reports that bytes were lost (or
+ * `on_close(0)` if it was lingering and the peer had acknowledged them all).
+ * So a peer that stops reading cannot hold a close, or a graceful shutdown
+ * waiting for it, forever.
  * Returns: 0.
  * Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
 int epoll_loop_conn_close(struct epoll_loop_conn *c);
+
+/**
+ * Sets the close timeout: how long an `epoll_loop_conn_close` may take in all
+ * (finishing a connect, sending what is queued, lingering for the peer's EOF)
+ * before the connection is reset (RST) and `on_close(-ETIMEDOUT)` follows
+ * (`on_close(0)` if it was lingering and the peer had acknowledged every
+ * byte). Default 2000 ms. `timeout_ms` 0 means no limit, an explicit
+ * opt-in: a close then waits as long as the peer takes to read what was
+ * written, forever if it never reads (`epoll_loop_conn_abort` still ends it).
+ * Set it before `epoll_loop_conn_close`; the inactivity timeout
+ * (`epoll_loop_conn_set_timeout`) is separate and keeps applying while the
+ * queue is flushed.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`c` NULL or invalid), `-EPIPE` (closing or closed: the
+ * running close keeps the timeout it started with).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_close_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
 
 /**
  * Closes at once with a reset (RST), discarding what is queued;
@@ -1049,11 +1098,17 @@ void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
 
 /**
  * Sets the write-queue limits: `epoll_loop_conn_write` fails with `-ENOBUFS`
- * rather than queue past `max_queue` bytes, and `on_drain` runs when the queue
- * falls to `low_water` after having been above it. Defaults: 1 MiB, 64 KiB.
+ * rather than queue past `max_queue` bytes (`-EMSGSIZE` for a write larger
+ * than `max_queue` by itself), and `on_drain` runs when the queue falls to
+ * `low_water` after having been above it, and after a write refused with
+ * `-ENOBUFS` once the queue is at or below `low_water` and that write fits
+ * (on the next loop turn, never from inside this call, if these new limits
+ * put the queue there already).
+ * Bytes already queued stay queued, even above a lower cap.
+ * Defaults: 1 MiB, 64 KiB.
  * Returns: 0.
- * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
- * `-EPIPE` (closed).
+ * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above
+ * `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`), `-EPIPE` (closed).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */

@@ -21,6 +21,15 @@ use std::thread::JoinHandle;
 /// How long a graceful stop waits for pending bytes to drain.
 pub const STOP_FLUSH_MS: u64 = 2000;
 
+/// The largest `max_pending_bytes` a server accepts (1 GiB). Every size
+/// derived from it stays in range: a connection's hard cap is
+/// `max_pending_bytes + READ_BUFFER`, which must not pass
+/// [`Limits::MAX_QUEUE`] (4 GiB - 1, on 32-bit targets 2 GiB - 1).
+pub const MAX_PENDING_BYTES: usize = 1 << 30;
+
+// The derived cap of the largest allowed setting is a valid cap everywhere.
+const _: () = assert!(MAX_PENDING_BYTES + READ_BUFFER <= Limits::MAX_QUEUE);
+
 /// Log levels (same values as `EPOLL_LOOP_LOG_*`).
 pub const LOG_ERROR: i32 = 1;
 pub const LOG_WARN: i32 = 2;
@@ -88,11 +97,32 @@ pub struct Shared {
     pub stats: Arc<TcpStats>,
 }
 
+/// `EINVAL` for settings the server cannot honour: no or more than 1024
+/// threads, `max_pending_bytes` 0 or above [`MAX_PENDING_BYTES`], no host.
 fn validate(cfg: &EchoConfig) -> Result<()> {
-    if cfg.threads == 0 || cfg.threads > 1024 || cfg.max_pending_bytes == 0 || cfg.host.is_empty() {
+    if cfg.threads == 0
+        || cfg.threads > 1024
+        || cfg.max_pending_bytes == 0
+        || cfg.max_pending_bytes > MAX_PENDING_BYTES
+        || cfg.host.is_empty()
+    {
         return Err(Errno::EINVAL);
     }
+    conn_limits(cfg.max_pending_bytes)?;
     Ok(())
+}
+
+/// A connection's write-queue limits for `max_pending_bytes`: the hard cap
+/// leaves room for one more read after the pause threshold, so an echo write
+/// never fails; the low-water mark (half) resumes reading. `EINVAL` if the
+/// cap would not be a valid one (checked arithmetic: never wraps).
+fn conn_limits(pending: usize) -> Result<Limits> {
+    let max_queue = pending.checked_add(READ_BUFFER).ok_or(Errno::EINVAL)?;
+    Limits {
+        max_queue,
+        low_water: pending / 2,
+    }
+    .validate()
 }
 
 /// The listening sockets of a server: one, or `threads` sharing a port.
@@ -228,14 +258,11 @@ impl Worker {
             return;
         }
         let raw = fd.as_raw_fd();
-        let pending = self.cfg.max_pending_bytes;
-        // The hard cap leaves room for one more read after the pause threshold,
-        // so an echo write never fails; the low-water mark resumes reading.
-        let limits = Limits {
-            max_queue: pending + READ_BUFFER,
-            low_water: pending / 2,
-        };
-        let conn = match Conn::open(lp, fd, self.ctx.clone(), self.clone(), limits) {
+        // Validated with the config, so this cannot fail; should it, the
+        // client is refused below like any connection that cannot be opened.
+        let conn = match conn_limits(self.cfg.max_pending_bytes)
+            .and_then(|limits| Conn::open(lp, fd, self.ctx.clone(), self.clone(), limits))
+        {
             Ok(c) => c,
             Err(e) => {
                 TcpStats::add(&stats.accept_errors, 1);
@@ -245,7 +272,7 @@ impl Worker {
             }
         };
         TcpStats::add(&stats.active, 1);
-        self.open.set(self.open.get() + 1);
+        self.open.set(self.open.get().saturating_add(1));
         let mut conns = self.conns.borrow_mut();
         let idx = raw as usize;
         if conns.len() <= idx {
@@ -359,7 +386,7 @@ impl ConnHandler for Worker {
         if let Some(slot) = self.conns.borrow_mut().get_mut(conn.fd() as usize) {
             *slot = None;
         }
-        self.open.set(self.open.get() - 1);
+        self.open.set(self.open.get().saturating_sub(1));
         TcpStats::sub(&self.shared.stats.active, 1);
         TcpStats::add(&self.shared.stats.closed, 1);
         self.log(LOG_INFO, || {
@@ -493,7 +520,7 @@ fn serve(lp: &EventLoop, worker: &Rc<Worker>) {
     // way, shut down rather than spin.
     let _ = lp.run();
     worker.begin_stop(lp);
-    let deadline = sys::monotonic_ns() + (STOP_FLUSH_MS + 100) * 1_000_000;
+    let deadline = sys::monotonic_ns().saturating_add((STOP_FLUSH_MS + 100) * 1_000_000);
     while worker.open_connections() > 0 && !lp.is_idle() {
         let left = deadline.saturating_sub(sys::monotonic_ns());
         if left == 0 {
@@ -594,6 +621,55 @@ mod tests {
         let mut b = [0u8; 4];
         other.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"ping");
+        srv.stop();
+    }
+
+    /// `max_pending_bytes` is bounded so that the derived cap never wraps:
+    /// `usize::MAX`, `usize::MAX - 1000` and the maximum + 1 are `EINVAL`
+    /// (they used to start a server that echoed nothing, or panicked in
+    /// debug builds); the maximum itself starts and echoes.
+    #[test]
+    fn max_pending_bytes_is_bounded_and_the_bound_works() {
+        for pending in [usize::MAX, usize::MAX - 1000, MAX_PENDING_BYTES + 1] {
+            let cfg = EchoConfig {
+                max_pending_bytes: pending,
+                ..cfg()
+            };
+            assert_eq!(
+                EchoServer::start(cfg.clone()).err(),
+                Some(Errno::EINVAL),
+                "{pending}"
+            );
+            let lp = EventLoop::new().unwrap();
+            assert_eq!(
+                Worker::attach(&lp, cfg).err().map(|e| e.0),
+                Some(libc::EINVAL)
+            );
+        }
+        // The arithmetic itself refuses what would wrap, config or not.
+        assert_eq!(conn_limits(usize::MAX).err(), Some(Errno::EINVAL));
+        assert_eq!(conn_limits(usize::MAX - 1000).err(), Some(Errno::EINVAL));
+        let l = conn_limits(MAX_PENDING_BYTES).unwrap();
+        assert_eq!(l.max_queue, MAX_PENDING_BYTES + READ_BUFFER);
+        assert_eq!(l.low_water, MAX_PENDING_BYTES / 2);
+
+        let mut srv = EchoServer::start(EchoConfig {
+            max_pending_bytes: MAX_PENDING_BYTES,
+            ..cfg()
+        })
+        .unwrap();
+        let mut c = connect(srv.port());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = c.try_clone().unwrap();
+        let d2 = data.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&d2).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "echo differs (got {} bytes)", back.len());
         srv.stop();
     }
 

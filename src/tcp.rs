@@ -5,10 +5,23 @@
 //!   then to [`ConnHandler::on_data`]; nothing is kept per connection.
 //! - [`Conn::write`] sends at once what the socket takes and queues only the
 //!   rest; `EPOLLOUT` is armed only while something is queued. A write that
-//!   would take the queue past its cap fails whole with `ENOBUFS`.
-//! - When the queue falls to its low-water mark after having been above it,
-//!   [`ConnHandler::on_drain`] runs (the echo server resumes reading there).
+//!   would take the queue past its cap fails whole with `ENOBUFS`; one larger
+//!   than the cap by itself fails with `EMSGSIZE` (it could never fit).
+//! - [`ConnHandler::on_drain`] runs when the queue falls to its low-water mark
+//!   after having been above it, and after every write refused with `ENOBUFS`
+//!   once the queue is at or below the low-water mark *and* low enough for
+//!   the refused write to fit (at most cap - len bytes: a chunk larger than
+//!   cap - low water is refused even at low water). It runs from the loop
+//!   (on its next turn if the queue is already there, as after a
+//!   [`Conn::set_limits`]), never from inside the refused `write`. So a
+//!   writer that stops at `ENOBUFS` and retries from `on_drain` never stalls
+//!   and never spins, whatever its chunk size: the retry fits. `EMSGSIZE` is
+//!   no reason to wait: no `on_drain` follows it. (The echo server resumes
+//!   reading in `on_drain`.)
 //! - A peer's EOF flushes what is queued, then closes: `on_close(0)`.
+//! - [`Conn::close`] flushes, then lingers; the whole of it is bounded by the
+//!   connection's close timeout ([`CLOSE_TIMEOUT_MS`] by default, see
+//!   [`Conn::set_close_timeout`]): then it resets, `on_close(-ETIMEDOUT)`.
 //! - `on_close` runs exactly once; afterwards every operation fails with `EPIPE`.
 //!
 //! [`Listener`] accepts until `EAGAIN` and survives `EMFILE`/`ENFILE` with
@@ -35,8 +48,15 @@ const READS_PER_EVENT: usize = 1;
 /// Accepts per readiness event before yielding.
 const ACCEPTS_PER_EVENT: usize = 256;
 /// How long a closing connection waits for the peer's EOF after sending its own
-/// FIN (see [`Conn::close`]) before it resets.
+/// FIN (see [`Conn::close`]) before it resets, if by then the peer has
+/// acknowledged every byte.
 pub const LINGER_MS: u64 = 2000;
+/// While lingering past [`LINGER_MS`] with bytes not yet acknowledged, how
+/// often the connection looks again.
+const LINGER_POLL_MS: u64 = 50;
+/// The default close timeout: how long [`Conn::close`] may take in all
+/// (flushing and lingering) before it resets with `on_close(-ETIMEDOUT)`.
+pub const CLOSE_TIMEOUT_MS: u32 = 2000;
 /// How long accepting pauses when even the reserve-fd trick fails.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -97,7 +117,10 @@ pub trait ConnHandler {
     /// The peer shut down its writing half, on a connection that allows half-open
     /// ([`Conn::set_half_open`]); it stays open for writing until `shutdown`/`close`.
     fn on_eof(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
-    /// The write queue fell to its low-water mark after being above it.
+    /// The write queue fell to its low-water mark after being above it, or,
+    /// after a write refused with `ENOBUFS`, is at or below the mark and low
+    /// enough for that write to fit (from the loop; never from inside the
+    /// refused write).
     fn on_drain(&self, _lp: &EventLoop, _conn: &Rc<Conn>) {}
     /// The connection closed: 0 after a clean EOF or `close`, else `-errno`.
     /// Runs exactly once; the connection refuses every operation afterwards.
@@ -130,6 +153,9 @@ const MASK_RETRY: u16 = 2048;
 /// and EOF possibly still unread: they wait for `resume`. HUP cannot be masked
 /// out, so while not reading the registration is one-shot (no busy loop).
 const HUP_PARKED: u16 = 4096;
+/// A zero-delay timer will check for `on_drain` (new limits put a waiting
+/// writer's queue where `on_drain` is due).
+const DRAIN_SOON: u16 = 8192;
 /// How soon a failed `epoll_ctl(MOD)` is retried.
 const MASK_RETRY_MS: u64 = 10;
 
@@ -148,7 +174,9 @@ impl WriteQueue {
         &self.buf[self.start..]
     }
     fn consume(&mut self, n: usize) {
-        self.start += n;
+        // `n` comes from `send` of `front()`, so it is at most `len()`.
+        debug_assert!(n <= self.len());
+        self.start += n.min(self.len());
         if self.start == self.buf.len() {
             // Empty: give the memory back so an idle connection costs nothing here.
             self.buf = Vec::new();
@@ -169,7 +197,9 @@ impl WriteQueue {
 pub struct Limits {
     /// `write` fails with `ENOBUFS` rather than queue past this many bytes.
     pub max_queue: usize,
-    /// `on_drain` runs when the queue falls to this after having been above it.
+    /// `on_drain` runs when the queue falls to this after having been above it,
+    /// and once the queue is at or below it (and the refused write fits) after a
+    /// write refused with `ENOBUFS`.
     pub low_water: usize,
 }
 
@@ -184,11 +214,19 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// `EINVAL` unless `low_water < max_queue` and both fit in 32 bits.
+    /// The largest cap: it must fit the 32-bit fields, and a chunk of that size
+    /// must be a valid slice length (`isize::MAX`, on 32-bit targets smaller).
+    pub const MAX_QUEUE: usize = if (u32::MAX as usize) < isize::MAX as usize {
+        u32::MAX as usize
+    } else {
+        isize::MAX as usize
+    };
+
+    /// `EINVAL` unless `0 < max_queue <= MAX_QUEUE` and `low_water < max_queue`.
     pub fn validate(self) -> Result<Limits> {
         if self.max_queue == 0
             || self.low_water >= self.max_queue
-            || self.max_queue > u32::MAX as usize
+            || self.max_queue > Limits::MAX_QUEUE
         {
             return Err(Errno::EINVAL);
         }
@@ -205,11 +243,18 @@ pub struct Conn {
     error: Cell<i32>,
     max_queue: Cell<u32>,
     low_water: Cell<u32>,
+    /// The smallest write refused with `ENOBUFS` since the last `on_drain` (0:
+    /// none); `on_drain` waits until it would fit. See [`Conn::drain_level`].
+    want_room: Cell<u32>,
     /// Inactivity limit (0 = none); see [`Conn::set_timeout`].
     timeout_ms: Cell<u32>,
     last_active_ms: Cell<u64>,
     /// The linger timer while lingering, else the inactivity timer (0 = none).
     timer: Cell<u64>,
+    /// Limit on the whole of a close (0 = none); see [`Conn::set_close_timeout`].
+    close_timeout_ms: Cell<u32>,
+    /// The close deadline's timer (0 = none).
+    close_timer: Cell<u64>,
     queue: RefCell<WriteQueue>,
     handler: Rc<dyn ConnHandler>,
     ctx: Rc<TcpContext>,
@@ -247,9 +292,12 @@ impl Conn {
             error: Cell::new(0),
             max_queue: Cell::new(limits.max_queue.min(u32::MAX as usize) as u32),
             low_water: Cell::new(limits.low_water.min(u32::MAX as usize) as u32),
+            want_room: Cell::new(0),
             timeout_ms: Cell::new(0),
             last_active_ms: Cell::new(now_ms()),
             timer: Cell::new(0),
+            close_timeout_ms: Cell::new(CLOSE_TIMEOUT_MS),
+            close_timer: Cell::new(0),
             queue: RefCell::new(WriteQueue::default()),
             handler,
             ctx,
@@ -270,6 +318,7 @@ impl Conn {
 
     /// Wraps a connected non-blocking socket and registers it for reading.
     /// `on_open` is not called here: the caller knows the connection is open.
+    /// `EINVAL` for invalid limits ([`Limits::validate`]).
     pub fn open(
         lp: &EventLoop,
         fd: OwnedFd,
@@ -277,6 +326,7 @@ impl Conn {
         handler: Rc<dyn ConnHandler>,
         limits: Limits,
     ) -> Result<Rc<Conn>> {
+        let limits = limits.validate()?;
         let conn = Conn::new(fd, ctx, handler, limits, 0);
         conn.register(lp, IN | RDHUP)?;
         Ok(conn)
@@ -284,8 +334,9 @@ impl Conn {
 
     /// Starts a non-blocking connect to `addr`. `on_open` runs when it completes;
     /// if it fails, `on_close(-errno)` runs instead (and `on_open` never does).
-    /// Errors returned here (no callback will run): `socket`/`connect` failures
-    /// that are known at once, e.g. `ENETUNREACH`, `EMFILE`.
+    /// Errors returned here (no callback will run): `EINVAL` for invalid limits,
+    /// `socket`/`connect` failures that are known at once, e.g. `ENETUNREACH`,
+    /// `EMFILE`.
     pub fn connect(
         lp: &EventLoop,
         addr: &SocketAddr,
@@ -293,6 +344,7 @@ impl Conn {
         handler: Rc<dyn ConnHandler>,
         limits: Limits,
     ) -> Result<Rc<Conn>> {
+        let limits = limits.validate()?;
         let fd = socket::tcp_connect(addr)?;
         let conn = Conn::new(fd, ctx, handler, limits, CONNECTING);
         conn.register(lp, OUT)?;
@@ -353,11 +405,14 @@ impl Conn {
     }
 
     /// Changes the write-queue limits (`EINVAL` unless `low_water < max_queue`).
-    /// Bytes already queued stay queued even if above the new cap.
-    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+    /// Bytes already queued stay queued even if above the new cap. A writer
+    /// waiting for `on_drain` whose queue the new limits put where `on_drain`
+    /// is due gets it on the next loop turn.
+    pub fn set_limits(self: &Rc<Self>, lp: &EventLoop, limits: Limits) -> Result<()> {
         let l = limits.validate()?;
         self.max_queue.set(l.max_queue as u32);
         self.low_water.set(l.low_water as u32);
+        self.drain_soon(lp);
         Ok(())
     }
 
@@ -438,16 +493,31 @@ impl Conn {
     /// when `data` alone is larger than the cap), `EPIPE` once
     /// the connection is closing, shut down or closed. While connecting, bytes
     /// are queued and sent once the connection opens.
+    ///
+    /// After `ENOBUFS`, `on_drain` follows once the queue is at or below the
+    /// low-water mark and `data` would fit (a chunk larger than cap - low water
+    /// is refused even with the queue that low; waking the writer before it
+    /// fits would only make it spin), from the loop, never from inside this
+    /// call. `EMSGSIZE` does not wait for a drain (none follows); split the
+    /// data or raise the cap.
     pub fn write(self: &Rc<Self>, lp: &EventLoop, data: &[u8]) -> Result<()> {
-        if self.flags.get() & (CLOSING | CLOSED | FAILED | SHUT_PENDING | SHUT_DONE) != 0 {
-            return Err(Errno(libc::EPIPE));
-        }
+        self.check_write_len(data.len())?;
         let queued = self.queued();
-        if data.len() > self.max_queue.get() as usize {
-            // Could never fit, whatever drains: say so instead of ENOBUFS.
-            return Err(Errno(libc::EMSGSIZE));
-        }
-        if queued + data.len() > self.max_queue.get() as usize {
+        if queued.saturating_add(data.len()) > self.max_queue.get() as usize {
+            // The writer now waits for `on_drain`: make sure one comes, even if
+            // the queue never goes above the low-water mark again, and not
+            // before this write fits. (`data.len() <= max_queue <= u32::MAX`.)
+            // (`want_room` is 0 when no write was refused since the last
+            // `on_drain`: `len` here is never 0.)
+            let len = data.len() as u32;
+            let room = match self.want_room.get() {
+                0 => len,
+                r => r.min(len),
+            };
+            self.want_room.set(room);
+            self.set(WANT_DRAIN);
+            // Not due yet (the queue is above cap - len): the flushes that
+            // shrink the queue run it.
             return Err(Errno(libc::ENOBUFS));
         }
         let mut sent = 0;
@@ -477,6 +547,22 @@ impl Conn {
                 self.set(WANT_DRAIN);
             }
             self.update_mask(lp);
+        }
+        Ok(())
+    }
+
+    /// What [`Conn::write`] would answer for `len` bytes before looking at them:
+    /// `EPIPE` once the connection is closing, shut down or closed, `EMSGSIZE`
+    /// for more than the cap. `Ok` means `len <= max_queue <= Limits::MAX_QUEUE`,
+    /// so the C boundary checks a caller's length here before it makes a slice
+    /// of it (a length over `isize::MAX` must never become one).
+    pub fn check_write_len(&self, len: usize) -> Result<()> {
+        if self.flags.get() & (CLOSING | CLOSED | FAILED | SHUT_PENDING | SHUT_DONE) != 0 {
+            return Err(Errno(libc::EPIPE));
+        }
+        if len > self.max_queue.get() as usize {
+            // Could never fit, whatever drains: say so instead of ENOBUFS.
+            return Err(Errno(libc::EMSGSIZE));
         }
         Ok(())
     }
@@ -527,18 +613,29 @@ impl Conn {
     /// otherwise `on_open` still runs when the connect completes, the queue is
     /// sent, then the connection closes (a failed connect reports its error).
     ///
+    /// The close timeout ([`Conn::set_close_timeout`], default
+    /// [`CLOSE_TIMEOUT_MS`]) bounds all of it, from this call: the flush (a
+    /// peer that stops reading would otherwise hold it forever), a connect
+    /// still in progress, and the lingering below. When it expires the
+    /// connection is reset: `on_close(-ETIMEDOUT)`, or `on_close(0)` if it
+    /// was lingering and the peer had acknowledged every byte (nothing is lost).
+    ///
     /// # Implementation notes
     /// Closing a socket whose receive buffer holds unread bytes makes Linux send
     /// RST and drop what is still in flight to the peer, so a plain `close` after
     /// the flush could lose bytes already written. Unless the peer already sent
     /// EOF, the connection therefore "lingers" (as nginx's lingering close does):
     /// it sends FIN with `shutdown(SHUT_WR)`, reads and discards until the peer's
-    /// EOF, then closes; after [`LINGER_MS`] it resets instead.
+    /// EOF, then closes. After [`LINGER_MS`] it resets instead, with
+    /// `on_close(0)`, once the peer has acknowledged every byte (`SIOCOUTQ` is
+    /// 0: the reset cannot destroy any); until then it keeps lingering, within
+    /// the close timeout. A reset with bytes unacknowledged reports `-ETIMEDOUT`.
     pub fn close(self: &Rc<Self>, lp: &EventLoop) {
         if self.flags.get() & (CLOSING | CLOSED) != 0 {
             return;
         }
         self.set(CLOSING);
+        self.arm_close_deadline(lp);
         if self.has(CONNECTING) {
             // Nothing to send: no need to wait for the connect, flush or linger.
             // Bytes written while connecting, though, go out once it completes
@@ -566,19 +663,82 @@ impl Conn {
         }
         self.set(LINGER | SHUT_DONE);
         self.stop_timer(lp);
+        self.linger_for(lp, LINGER_MS);
+        self.update_mask(lp);
+    }
+
+    /// Lingers `ms` more, then resets if the peer has acknowledged everything,
+    /// else looks again every [`LINGER_POLL_MS`] (the close deadline, if any,
+    /// ends it).
+    fn linger_for(self: &Rc<Self>, lp: &EventLoop, ms: u64) {
         let weak = Rc::downgrade(self);
         let id = lp.timer_start(
-            LINGER_MS,
+            ms,
             0,
             Rc::new(move |lp: &EventLoop, _| {
-                if let Some(c) = weak.upgrade() {
-                    c.timer.set(0);
+                let Some(c) = weak.upgrade() else { return };
+                c.timer.set(0);
+                if c.is_closed() {
+                    return;
+                }
+                if c.all_acknowledged() {
                     c.abort(lp, 0);
+                } else {
+                    c.linger_for(lp, LINGER_POLL_MS);
                 }
             }),
         );
         self.timer.set(id);
-        self.update_mask(lp);
+    }
+
+    /// Lingering, and the peer acknowledged every byte (and our FIN): a reset
+    /// now destroys nothing. False when unknown.
+    fn all_acknowledged(&self) -> bool {
+        self.has(LINGER) && socket::unacked(self.fd()) == Ok(0)
+    }
+
+    /// Limits the whole of a close (flush, connect, linger): when it expires,
+    /// the connection resets. `ms` 0: no limit (flushing may then wait forever
+    /// for a peer that does not read; lingering waits until the peer has
+    /// acknowledged every byte). Default [`CLOSE_TIMEOUT_MS`]. `EPIPE` once a
+    /// close was asked for, or the connection is closed.
+    pub fn set_close_timeout(&self, ms: u32) -> Result<()> {
+        if self.is_closing() {
+            return Err(Errno(libc::EPIPE));
+        }
+        self.close_timeout_ms.set(ms);
+        Ok(())
+    }
+
+    /// The close timeout in milliseconds (0: none).
+    pub fn close_timeout(&self) -> u32 {
+        self.close_timeout_ms.get()
+    }
+
+    fn arm_close_deadline(self: &Rc<Self>, lp: &EventLoop) {
+        let ms = self.close_timeout_ms.get();
+        if ms == 0 {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let id = lp.timer_start(
+            u64::from(ms),
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                let Some(c) = weak.upgrade() else { return };
+                c.close_timer.set(0);
+                if c.is_closed() {
+                    return;
+                }
+                let error = if c.all_acknowledged() {
+                    0
+                } else {
+                    -libc::ETIMEDOUT
+                };
+                c.abort(lp, error);
+            }),
+        );
+        self.close_timer.set(id);
     }
 
     /// Closes an idle connection at once, without lingering: a FIN when nothing
@@ -658,6 +818,10 @@ impl Conn {
         }
         self.set(CLOSED);
         self.stop_timer(lp);
+        let t = self.close_timer.replace(0);
+        if t != 0 {
+            let _ = lp.timer_stop(t);
+        }
         let _ = lp.unregister(self.fd());
         *self.queue.borrow_mut() = WriteQueue::default();
         self.handler.on_close(lp, self, error);
@@ -839,10 +1003,54 @@ impl Conn {
                 }
             }
         }
-        if self.has(WANT_DRAIN) && queued <= self.low_water.get() as usize {
+        self.maybe_drain(lp);
+    }
+
+    /// The queue level at or below which a waiting writer gets `on_drain`:
+    /// the low-water mark, lowered so that the smallest refused write fits.
+    /// At worst 0, which an emptied queue always reaches.
+    fn drain_level(&self) -> usize {
+        let room_left = self.max_queue.get().saturating_sub(self.want_room.get());
+        self.low_water.get().min(room_left) as usize
+    }
+
+    /// Runs `on_drain` if a writer waits for it and the queue is at or below
+    /// [`Conn::drain_level`]. Not while connecting: `on_open` comes first (the
+    /// flush after the connect completes checks again).
+    fn maybe_drain(self: &Rc<Self>, lp: &EventLoop) {
+        if self.flags.get() & (CLOSED | CONNECTING) != 0 || !self.has(WANT_DRAIN) {
+            return;
+        }
+        if self.queued() <= self.drain_level() {
             self.clear(WANT_DRAIN);
+            self.want_room.set(0);
             self.handler.on_drain(lp, self);
         }
+    }
+
+    /// Flushes run `on_drain` as the queue falls; but when new limits put a
+    /// waiting writer's queue where `on_drain` is due already, no flush may
+    /// come (the peer may read nothing more): check from a zero-delay timer,
+    /// i.e. on the next loop turn, never from inside the caller.
+    fn drain_soon(self: &Rc<Self>, lp: &EventLoop) {
+        if !self.has(WANT_DRAIN)
+            || self.flags.get() & (DRAIN_SOON | CLOSED) != 0
+            || self.queued() > self.drain_level()
+        {
+            return;
+        }
+        self.set(DRAIN_SOON);
+        let weak = Rc::downgrade(self);
+        lp.timer_start(
+            0,
+            0,
+            Rc::new(move |lp: &EventLoop, _| {
+                if let Some(c) = weak.upgrade() {
+                    c.clear(DRAIN_SOON);
+                    c.maybe_drain(lp);
+                }
+            }),
+        );
     }
 }
 
@@ -1003,14 +1211,29 @@ mod tests {
         data: RefCell<Vec<u8>>,
         drains: Cell<u32>,
         closes: RefCell<Vec<i32>>,
+        opened: Cell<bool>,
+        /// An `on_drain` came before `on_open`.
+        drain_before_open: Cell<bool>,
+        /// Inside a `write` call made by the test (an `on_drain` then is re-entrant).
+        in_write: Cell<bool>,
+        reentrant_drain: Cell<bool>,
+        queued_at_drain: Cell<usize>,
     }
 
     impl ConnHandler for Record {
+        fn on_open(&self, _: &EventLoop, _: &Rc<Conn>) {
+            self.opened.set(true);
+        }
         fn on_data(&self, _: &EventLoop, _: &Rc<Conn>, data: &[u8]) {
             self.data.borrow_mut().extend_from_slice(data);
         }
-        fn on_drain(&self, _: &EventLoop, _: &Rc<Conn>) {
+        fn on_drain(&self, _: &EventLoop, conn: &Rc<Conn>) {
             self.drains.set(self.drains.get() + 1);
+            self.queued_at_drain.set(conn.queued());
+            self.drain_before_open
+                .set(self.drain_before_open.get() || !self.opened.get());
+            self.reentrant_drain
+                .set(self.reentrant_drain.get() || self.in_write.get());
         }
         fn on_close(&self, _: &EventLoop, _: &Rc<Conn>, error: i32) {
             self.closes.borrow_mut().push(error);
@@ -1048,6 +1271,26 @@ mod tests {
         )
         .unwrap();
         (lp, conn, rec, client)
+    }
+
+    /// `conn.write`, noting that a write is in progress (for `reentrant_drain`).
+    fn write(lp: &EventLoop, conn: &Rc<Conn>, rec: &Record, data: &[u8]) -> Result<()> {
+        rec.in_write.set(true);
+        let r = conn.write(lp, data);
+        rec.in_write.set(false);
+        r
+    }
+
+    /// Writes `chunk`s (cap permitting) until the socket refuses and bytes queue.
+    fn fill_socket(lp: &EventLoop, conn: &Rc<Conn>, rec: &Record) -> usize {
+        let chunk = vec![3u8; 256 * 1024];
+        let mut sent = 0;
+        while conn.queued() == 0 {
+            write(lp, conn, rec, &chunk).unwrap();
+            sent += chunk.len();
+            assert!(sent < 512 << 20, "the socket took everything");
+        }
+        sent
     }
 
     fn poll_until(lp: &EventLoop, mut done: impl FnMut() -> bool) {
@@ -1104,6 +1347,130 @@ mod tests {
         assert_eq!(rec.drains.get(), 1);
     }
 
+    /// The reproduction: cap 1000, low water 500, 10 bytes queued (written while
+    /// connecting), `write(995)` is refused with ENOBUFS although the queue is
+    /// far below low water. The queue drains to 0 and `on_drain` must come (it
+    /// never did: it fired only after the queue had been above low water);
+    /// after `on_open`, never from inside the refused write.
+    #[test]
+    fn enobufs_below_low_water_still_gets_on_drain_after_connecting() {
+        let l = socket::tcp_listen(&"127.0.0.1:0".parse().unwrap(), 0, false).unwrap();
+        let addr = socket::local_addr(l.as_raw_fd()).unwrap();
+        let lp = EventLoop::new().unwrap();
+        let rec = Rc::new(Record::default());
+        let limits = Limits {
+            max_queue: 1000,
+            low_water: 500,
+        };
+        let ctx = TcpContext::new(Default::default());
+        let conn = Conn::connect(&lp, &addr, ctx, rec.clone(), limits).unwrap();
+        write(&lp, &conn, &rec, &[1; 10]).unwrap();
+        assert_eq!(conn.queued(), 10);
+        assert_eq!(
+            write(&lp, &conn, &rec, &[2; 995]),
+            Err(Errno(libc::ENOBUFS))
+        );
+        assert_eq!(conn.queued(), 10, "a refused write queues nothing");
+        assert_eq!(
+            write(&lp, &conn, &rec, &[2; 1001]),
+            Err(Errno(libc::EMSGSIZE))
+        );
+        poll_until(&lp, || rec.drains.get() > 0);
+        assert!(rec.opened.get());
+        assert!(!rec.drain_before_open.get(), "on_drain before on_open");
+        assert!(!rec.reentrant_drain.get(), "on_drain inside write");
+        poll_until(&lp, || conn.queued() == 0);
+        lp.poll(20).unwrap();
+        assert_eq!(rec.drains.get(), 1, "once per refusal");
+        let peer = socket::accept(&l).unwrap();
+        let mut got = [0u8; 16];
+        let n = socket::recv(peer.as_raw_fd(), &mut got).unwrap();
+        assert_eq!(&got[..n], &[1; 10]);
+    }
+
+    /// A connected socket that takes nothing more (the peer does not read),
+    /// bytes queued at or below low water, and a write too large for the rest
+    /// of the cap: no `on_drain` while the write could not fit (waking the
+    /// writer would only make it spin), none from inside `write`; new limits
+    /// under which it fits bring `on_drain` on the next loop turn (not from
+    /// inside `set_limits`), and the retry fits. Then the peer reads: the next
+    /// refused write gets `on_drain` once the queue fell enough for it. EMSGSIZE
+    /// gets none.
+    #[test]
+    fn enobufs_gets_on_drain_once_the_refused_write_fits() {
+        let (lp, conn, rec, mut client) = pair(64 << 20, 32 << 20);
+        fill_socket(&lp, &conn, &rec);
+        lp.poll(0).unwrap();
+        let q = conn.queued();
+        assert!(q > 0 && q <= 256 * 1024);
+        assert_eq!(rec.drains.get(), 0);
+        let limits = |max_queue, low_water| Limits {
+            max_queue,
+            low_water,
+        };
+        conn.set_limits(&lp, limits(q + 100, q + 50)).unwrap();
+        // One byte more than the rest of the cap (should the kernel have taken
+        // a few more bytes meanwhile, the rest is larger).
+        let len = q + 100 - conn.queued() + 1;
+        for _ in 0..3 {
+            assert_eq!(
+                write(&lp, &conn, &rec, &vec![4; len]),
+                Err(Errno(libc::ENOBUFS))
+            );
+        }
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            lp.poll(10).unwrap();
+        }
+        assert_eq!(rec.drains.get(), 0, "on_drain while the write cannot fit");
+
+        conn.set_limits(&lp, limits(q + 1000, q + 50)).unwrap();
+        assert_eq!(rec.drains.get(), 0, "not from inside set_limits");
+        poll_until(&lp, || rec.drains.get() > 0);
+        assert!(!rec.reentrant_drain.get());
+        write(&lp, &conn, &rec, &vec![4; len]).expect("the retry fits");
+        for _ in 0..5 {
+            lp.poll(0).unwrap();
+        }
+        assert_eq!(rec.drains.get(), 1, "one on_drain for the refusals");
+
+        // EMSGSIZE is no wait-for-drain refusal.
+        assert_eq!(
+            write(&lp, &conn, &rec, &vec![4; q + 1001]),
+            Err(Errno(libc::EMSGSIZE))
+        );
+        for _ in 0..5 {
+            lp.poll(0).unwrap();
+        }
+        assert_eq!(rec.drains.get(), 1);
+
+        // Low water just under the cap: a refusal waits for the queue to fall
+        // until the write fits, below low water.
+        let q = conn.queued();
+        conn.set_limits(&lp, limits(q + 100, q + 99)).unwrap();
+        let len = 1000;
+        assert_eq!(
+            write(&lp, &conn, &rec, &vec![4; len]),
+            Err(Errno(libc::ENOBUFS))
+        );
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            client.read_to_end(&mut v).map(|_| v.len())
+        });
+        poll_until(&lp, || rec.drains.get() == 2);
+        let at = rec.queued_at_drain.get();
+        assert!(
+            at <= q + 100 - len,
+            "on_drain with {at} queued: {len} do not fit"
+        );
+        write(&lp, &conn, &rec, &vec![4; len]).expect("the retry fits");
+        assert!(!rec.reentrant_drain.get());
+        conn.close(&lp);
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        assert_eq!(*rec.closes.borrow(), vec![0]);
+        assert!(reader.join().unwrap().unwrap() > q);
+    }
+
     #[test]
     fn close_flushes_then_closes() {
         let (lp, conn, rec, mut client) = pair(8 << 20, 0);
@@ -1119,6 +1486,51 @@ mod tests {
         drop(conn);
         assert_eq!(reader.join().unwrap(), data);
         assert_eq!(*rec.closes.borrow(), vec![0]);
+    }
+
+    /// A close to a peer that reads nothing ends at the close timeout with a
+    /// reset and `-ETIMEDOUT`; the timeout cannot change once closing.
+    #[test]
+    fn close_to_a_stuck_peer_ends_at_the_close_timeout() {
+        let (lp, conn, rec, _client) = pair(64 << 20, 1 << 20);
+        assert_eq!(conn.close_timeout(), CLOSE_TIMEOUT_MS);
+        conn.set_close_timeout(200).unwrap();
+        fill_socket(&lp, &conn, &rec);
+        let t0 = Instant::now();
+        conn.close(&lp);
+        assert_eq!(conn.set_close_timeout(0), Err(Errno(libc::EPIPE)));
+        poll_until(&lp, || !rec.closes.borrow().is_empty());
+        assert!(t0.elapsed() >= Duration::from_millis(195));
+        assert_eq!(*rec.closes.borrow(), vec![-libc::ETIMEDOUT]);
+    }
+
+    /// Caps stay at or below `Limits::MAX_QUEUE` (so a chunk that passes
+    /// `check_write_len` is a valid slice length), and `check_write_len`
+    /// answers any length, `usize::MAX` included, without arithmetic on it.
+    #[test]
+    fn write_lengths_are_checked_against_a_bounded_cap() {
+        assert!(Limits::MAX_QUEUE <= isize::MAX as usize);
+        assert!(Limits::MAX_QUEUE <= u32::MAX as usize);
+        let l = |max_queue, low_water| Limits {
+            max_queue,
+            low_water,
+        };
+        assert!(l(Limits::MAX_QUEUE, 0).validate().is_ok());
+        for bad in [
+            l(Limits::MAX_QUEUE + 1, 0),
+            l(usize::MAX, 0),
+            l(0, 0),
+            l(10, 10),
+        ] {
+            assert_eq!(bad.validate(), Err(Errno::EINVAL), "{bad:?}");
+        }
+        let (lp, conn, _rec, _client) = pair(1000, 500);
+        for len in [usize::MAX, isize::MAX as usize + 1, 1001] {
+            assert_eq!(conn.check_write_len(len), Err(Errno(libc::EMSGSIZE)));
+        }
+        assert_eq!(conn.check_write_len(1000), Ok(()));
+        conn.close(&lp);
+        assert_eq!(conn.check_write_len(usize::MAX), Err(Errno(libc::EPIPE)));
     }
 
     #[test]

@@ -643,6 +643,46 @@ fn bad_config_is_refused_and_starts_nothing() {
     );
 }
 
+/// `max_pending_bytes` past its documented maximum (1 GiB) is `-EINVAL`, for
+/// `echo_server_start` and `echo_server_attach`: `SIZE_MAX` and
+/// `SIZE_MAX - 1000` used to start a server whose per-connection cap wrapped
+/// around (it echoed nothing and reset its clients; debug builds panicked).
+/// The maximum itself starts, and echoes byte-exact.
+#[test]
+fn max_pending_bytes_past_1_gib_is_refused_and_1_gib_echoes() {
+    let _g = shared();
+    const MAX: usize = 1 << 30;
+    let mut lp: *mut epoll_loop = ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { epoll_loop_new(&mut lp) }, 0);
+    for pending in [usize::MAX, usize::MAX - 1000, MAX + 1] {
+        let mut c = base_config();
+        c.max_pending_bytes = pending;
+        assert_eq!(
+            Server::try_start(&c).err(),
+            Some(-libc::EINVAL),
+            "start with max_pending_bytes {pending}"
+        );
+        let mut out: *mut echo_server = ptr::null_mut();
+        // SAFETY: a live loop, a valid config, a valid out-pointer.
+        let rc = unsafe { echo_server_attach(lp, &c, &mut out) };
+        assert_eq!(rc, -libc::EINVAL, "attach with max_pending_bytes {pending}");
+        assert!(out.is_null());
+    }
+    // SAFETY: a live loop with nothing attached.
+    assert_eq!(unsafe { epoll_loop_free(lp) }, 0);
+
+    let mut c = base_config();
+    c.max_pending_bytes = MAX;
+    let srv = Server::start(&c);
+    let payload = random_bytes(4 * MIB, seed() ^ 0x1_6b);
+    let s = connect(srv.port);
+    let got = echo_concurrently(&s, &payload, seed());
+    assert_same(&got, &payload, "echo with max_pending_bytes 1 GiB");
+    drop(s);
+    assert_eq!(srv.stop(), 0);
+}
+
 fn strerror(rc: c_int) -> String {
     // SAFETY: epoll_loop_strerror returns a static NUL-terminated string for any code.
     unsafe { CStr::from_ptr(epoll_loop_strerror(rc)) }

@@ -298,6 +298,11 @@ fn set_timeout(c: *mut epoll_loop_conn, ms: u32) -> c_int {
     unsafe { epoll_loop_conn_set_timeout(c, ms) }
 }
 
+fn set_close_timeout(c: *mut epoll_loop_conn, ms: u32) -> c_int {
+    // SAFETY: `c` is NULL or a live handle.
+    unsafe { epoll_loop_conn_set_close_timeout(c, ms) }
+}
+
 /// The queued byte count, or the error code.
 fn queued(c: *mut epoll_loop_conn) -> Result<usize, c_int> {
     let mut n = usize::MAX;
@@ -567,6 +572,27 @@ fn connect_refused_reports_econnrefused_and_never_opens() {
     assert_eq!(cli.events(), vec![Ev::Close(-libc::ECONNREFUSED)]);
 }
 
+/// A listener on which connects hang in SYN_SENT (see
+/// `connect_to_a_black_hole_times_out_with_etimedout`): its backlog lowered
+/// to 0 and its accept queue full. Keep all three alive while it is needed.
+fn black_hole() -> (TcpListener, SocketAddr, Vec<TcpStream>) {
+    let (l, addr) = std_listener();
+    // SAFETY: listen(2) on a socket this test owns.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                println!("accept queue full after {} connections", fillers.len());
+                return (l, addr, fillers);
+            }
+            Err(e) => panic!("filler connect: {e}"),
+        }
+    }
+    panic!("the kernel completed 16 handshakes on a backlog-0 listener: cannot make a black hole");
+}
+
 /// Connecting to a port whose accept queue is full: Linux drops the SYN
 /// (`tcp_conn_request`: `sk_acceptq_is_full` -> drop, whatever
 /// `tcp_syncookies` says, with `tcp_abort_on_overflow` 0), so the connect
@@ -578,27 +604,7 @@ fn connect_refused_reports_econnrefused_and_never_opens() {
 /// the peer address is -ENOTCONN.
 #[test]
 fn connect_to_a_black_hole_times_out_with_etimedout() {
-    let (l, addr) = std_listener();
-    // SAFETY: listen(2) on a socket this test owns.
-    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
-    let mut fillers = Vec::new();
-    let mut blocked = false;
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(s) => fillers.push(s),
-            Err(e) if e.kind() == ErrorKind::TimedOut => {
-                blocked = true;
-                break;
-            }
-            Err(e) => panic!("filler connect: {e}"),
-        }
-    }
-    assert!(
-        blocked,
-        "the kernel completed 16 handshakes on a backlog-0 listener: cannot make a black hole"
-    );
-    println!("accept queue full after {} connections", fillers.len());
-
+    let (_l, addr, fillers) = black_hole();
     let cli = Rec::new();
     let lp = Loop::new();
     let c = lp.connect(addr.port(), &cli);
@@ -638,6 +644,7 @@ fn calls_with_null_return_einval() {
     assert_eq!(set_limits(null_c, 100, 10), einval);
     assert_eq!(set_half_open(null_c, true), einval);
     assert_eq!(set_timeout(null_c, 10), einval);
+    assert_eq!(set_close_timeout(null_c, 10), einval);
     assert_eq!(queued(null_c), Err(einval));
     assert_eq!(fileno(null_c), einval);
     assert_eq!(address(null_c, Side::Peer, 64), Err(einval));
@@ -990,6 +997,285 @@ fn write_is_all_or_nothing_enobufs_past_the_cap_and_drain_at_low_water() {
     assert_eq!(cli.close_codes(), vec![0]);
 }
 
+/// A producer on the loop, as the header tells C programs to write one: it
+/// writes `chunk`-byte pieces of `pattern(seed, ..)` until `-ENOBUFS` and
+/// resumes only from `on_drain`; after `total` bytes it closes.
+struct Producer {
+    chunk: usize,
+    total: usize,
+    seed: u64,
+    low: usize,
+    sent: Cell<usize>,
+    /// The next piece (kept across refusals).
+    next: RefCell<Vec<u8>>,
+    waiting: Cell<bool>,
+    refusals: Cell<usize>,
+    /// Refusals with the queue at or below the low-water mark: the case in
+    /// which `on_drain` never came (rare now: `on_drain` waits until the
+    /// refused write fits, so only a write not made from `on_drain` meets it).
+    low_refusals: Cell<usize>,
+    /// `on_drain`s while not waiting, before the close.
+    spurious_drains: Cell<usize>,
+    /// `on_drain`s whose first write was refused again (the writer would spin).
+    futile_drains: Cell<usize>,
+    last_drain: Cell<Instant>,
+}
+
+impl Producer {
+    fn new(chunk: usize, total: usize, seed: u64, low: usize) -> Producer {
+        Producer {
+            chunk,
+            total,
+            seed,
+            low,
+            sent: Cell::new(0),
+            next: RefCell::new(Vec::new()),
+            waiting: Cell::new(false),
+            refusals: Cell::new(0),
+            low_refusals: Cell::new(0),
+            spurious_drains: Cell::new(0),
+            futile_drains: Cell::new(0),
+            last_drain: Cell::new(Instant::now()),
+        }
+    }
+
+    fn run(&self, r: &Rec, c: *mut epoll_loop_conn) {
+        let mut first = self.waiting.replace(false);
+        while self.sent.get() < self.total {
+            let mut next = self.next.borrow_mut();
+            if next.is_empty() {
+                let n = self.chunk.min(self.total - self.sent.get());
+                *next = pattern(self.seed, self.sent.get(), n);
+            }
+            match write(c, &next) {
+                0 => {
+                    self.sent.set(self.sent.get() + next.len());
+                    next.clear();
+                    first = false;
+                }
+                rc if rc == -libc::ENOBUFS => {
+                    if first {
+                        self.futile_drains.set(self.futile_drains.get() + 1);
+                    }
+                    self.refusals.set(self.refusals.get() + 1);
+                    if queued(c).is_ok_and(|q| q <= self.low) {
+                        self.low_refusals.set(self.low_refusals.get() + 1);
+                    }
+                    self.waiting.set(true);
+                    return;
+                }
+                rc => {
+                    r.check(false, || format!("producer write: {rc}"));
+                    return;
+                }
+            }
+        }
+        r.expect_rc("close after the last write", close(c), 0);
+    }
+}
+
+/// What `stream_through_slow_peer` saw.
+struct Transfer {
+    refusals: usize,
+    low_refusals: usize,
+    drains: usize,
+    elapsed: Duration,
+}
+
+impl std::fmt::Display for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refusals ({} with the queue at or below low water), {} on_drain, {:?}",
+            self.refusals, self.low_refusals, self.drains, self.elapsed
+        )
+    }
+}
+
+/// Streams `total` bytes in `chunk`-byte writes from a producer on the loop
+/// (limits `cap`/`low`, or the defaults with `None`) to a peer thread that
+/// starts reading after 500 ms, then reads 32 KiB at a time with a 1 ms pause
+/// after each read (small socket
+/// buffers on both ends, so the queue fills and `-ENOBUFS` comes often).
+/// Fails if the producer waits for an `on_drain` that does not come within
+/// 10 s, if an `on_drain` comes before the refused write fits (the producer
+/// would spin), if the peer's bytes differ from what was written, or if the
+/// close is not `on_close(0)`. First, on the open connection with its queue empty, a
+/// write of `cap + 1` bytes is `-EMSGSIZE` and is not followed by `on_drain`.
+fn stream_through_slow_peer(
+    chunk: usize,
+    total: usize,
+    limits: Option<(usize, usize)>,
+) -> Transfer {
+    let (cap, low) = limits.unwrap_or((1 << 20, 64 << 10));
+    let seed = 0x5eed ^ chunk as u64;
+    let p = std::rc::Rc::new(Producer::new(chunk, total, seed, low));
+    let pp = p.clone();
+    let cli = Rec::with_hook(move |r, c, ev| match ev {
+        Ev::Open => {
+            if let Some((cap, low)) = limits {
+                r.expect_rc("set_limits", set_limits(c, cap, low), 0);
+            }
+            set_buf(fileno(c), libc::SO_SNDBUF, 32 * 1024);
+            let big = vec![0u8; cap + 1];
+            r.expect_rc("write of cap + 1 bytes", write(c, &big), -libc::EMSGSIZE);
+            r.check(queued(c) == Ok(0), || "EMSGSIZE queued something".into());
+            pp.run(r, c);
+        }
+        Ev::Drain => {
+            if pp.waiting.get() {
+                pp.last_drain.set(Instant::now());
+                pp.run(r, c);
+            } else if pp.sent.get() < pp.total {
+                pp.spurious_drains.set(pp.spurious_drains.get() + 1);
+            }
+        }
+        _ => {}
+    });
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 32 * 1024);
+    let reader = thread::spawn(move || -> Result<usize, String> {
+        let (mut peer, _) = sl.accept().map_err(|e| format!("accept: {e}"))?;
+        peer.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        // Late, so that even a slow producer (1-byte writes) fills the queue.
+        thread::sleep(Duration::from_millis(500));
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut got = 0usize;
+        loop {
+            let n = peer
+                .read(&mut buf)
+                .map_err(|e| format!("read at {got}: {e}"))?;
+            if n == 0 {
+                return Ok(got);
+            }
+            if buf[..n] != pattern(seed, got, n)[..] {
+                return Err(format!("bytes differ in {got}..{}", got + n));
+            }
+            got += n;
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let start = Instant::now();
+    let lp = Loop::new();
+    lp.connect(addr.port(), &cli);
+    let deadline = start + Duration::from_secs(300);
+    while !cli.closed() {
+        let now = Instant::now();
+        assert!(
+            !p.waiting.get() || now - p.last_drain.get() < Duration::from_secs(10),
+            "chunk {chunk}: stalled: -ENOBUFS with {:?} queued (low water {low}) and no \
+             on_drain for 10 s; {} of {total} bytes written",
+            queued(cli.conn.get()),
+            p.sent.get()
+        );
+        assert!(now < deadline, "chunk {chunk}: transfer not done in 300 s");
+        lp.poll(20);
+    }
+    let elapsed = start.elapsed();
+    let got = reader.join().expect("reader thread");
+    cli.assert_lifecycle(&format!("chunk {chunk}"));
+    assert_eq!(got, Ok(total), "chunk {chunk}: the peer's bytes");
+    assert_eq!(p.sent.get(), total);
+    assert_eq!(cli.close_codes(), vec![0], "chunk {chunk}");
+    assert_eq!(
+        p.spurious_drains.get(),
+        0,
+        "chunk {chunk}: on_drain without a wait"
+    );
+    assert_eq!(
+        p.futile_drains.get(),
+        0,
+        "chunk {chunk}: on_drain before the refused write fit"
+    );
+    Transfer {
+        refusals: p.refusals.get(),
+        low_refusals: p.low_refusals.get(),
+        drains: cli.count(|e| *e == Ev::Drain),
+        elapsed,
+    }
+}
+
+/// Every chunk size from 1 byte to the cap (cap 100 000, low water 30 000):
+/// a producer that stops at `-ENOBUFS` and resumes only from `on_drain`
+/// finishes, and the peer gets every byte; each `on_drain` comes when the
+/// refused write fits. Chunks larger than cap - low water (70 000) are refused
+/// with the queue at or below low water, where `on_drain` used to never come;
+/// cap + 1 is `-EMSGSIZE` (no `on_drain`).
+#[test]
+fn enobufs_is_always_followed_by_on_drain_for_every_chunk_size() {
+    const CAP: usize = 100_000;
+    const LOW: usize = 30_000;
+    let sizes = [
+        1,
+        2,
+        1000,
+        LOW,
+        CAP - LOW - 1,
+        CAP - LOW,
+        CAP - LOW + 1,
+        CAP - 1,
+        CAP,
+    ];
+    for chunk in sizes {
+        let total = (2 << 20).max(20 * chunk);
+        let t = stream_through_slow_peer(chunk, total, Some((CAP, LOW)));
+        println!("chunk {chunk}: {total} bytes, {t}");
+        assert!(t.refusals > 0, "chunk {chunk}: the queue never filled");
+        assert!(t.drains >= t.refusals, "chunk {chunk}: {t}");
+    }
+}
+
+/// 50 MiB in 1 000 000-byte writes with the default limits (1 MiB cap, 64 KiB
+/// low water: a 1 000 000-byte write is refused even with the queue at low
+/// water) through a peer that reads slowly: the producer, which resumes only
+/// from `on_drain`, finishes, and the peer's bytes are exact.
+#[test]
+fn fifty_mib_in_megabyte_writes_to_a_slow_reader_never_stall() {
+    let t = stream_through_slow_peer(1_000_000, 50 << 20, None);
+    println!("50 MiB in 1 000 000-byte writes: {t}");
+    assert!(t.refusals > 0, "the queue never filled: {t}");
+    assert!(t.drains >= t.refusals, "{t}");
+}
+
+/// A `len` far beyond any cap, up to `SIZE_MAX` and just past `SSIZE_MAX`,
+/// is `-EMSGSIZE` before the library looks at `buf` (it used to make a slice
+/// of it first: undefined behaviour, an abort in debug builds); nothing is
+/// queued and the connection goes on working.
+#[test]
+fn write_of_a_huge_len_is_emsgsize_without_touching_buf() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    let buf = [7u8; 16];
+    for len in [
+        usize::MAX,
+        isize::MAX as usize + 1,
+        isize::MAX as usize,
+        u32::MAX as usize + 1,
+        (1 << 20) + 1,
+    ] {
+        // SAFETY: `buf` is readable for 16 bytes only and `len` says more on
+        // purpose: the library must refuse the length before reading anything.
+        let rc = unsafe { epoll_loop_conn_write(c, buf.as_ptr().cast(), len) };
+        assert_eq!(rc, -libc::EMSGSIZE, "len {len:#x}");
+        assert_eq!(queued(c), Ok(0), "len {len:#x}: nothing queued");
+    }
+    assert_eq!(write(c, b"still usable"), 0);
+    let mut got = [0u8; 12];
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still usable");
+    assert_eq!(close(c), 0);
+    drop(peer);
+    lp.poll_until("closed", WAIT, || cli.closed());
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![0]);
+}
+
 /// A paused connection gets no `on_data`, and TCP pushes back on the peer (its
 /// non-blocking writes end in EAGAIN); after `_resume` everything arrives in
 /// order. Pause and resume are idempotent.
@@ -1164,6 +1450,243 @@ fn idle_timeout_closes_with_etimedout_and_traffic_defers_it() {
     cli.assert_lifecycle("client");
     assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
     assert_eq!(cli.data(), vec![0, 1, 2, 3, 4, 5]);
+}
+
+// ---------------------------------------------------------------------------
+// Close timeout
+// ---------------------------------------------------------------------------
+
+/// A connection from the loop to a peer that never reads (16 KiB socket
+/// buffers on both ends), with at least 1 MiB queued under an 8 MiB cap.
+/// Returns the handle, the peer's socket and the bytes written (stream 11).
+fn stuck_peer(lp: &Loop, cli: &Rec) -> (*mut epoll_loop_conn, TcpStream, usize) {
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 16 * 1024);
+    let c = lp.connect(addr.port(), cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (peer, _) = sl.accept().unwrap();
+    set_sndbuf(fileno(c), 16 * 1024);
+    assert_eq!(set_limits(c, 8 << 20, 1 << 20), 0);
+    let mut sent = 0;
+    while queued(c).unwrap() < 1 << 20 {
+        assert_eq!(write(c, &pattern(11, sent, 256 * 1024)), 0);
+        sent += 256 * 1024;
+    }
+    (c, peer, sent)
+}
+
+/// Reads until EOF or an error: the bytes, and the error if any.
+fn read_all(peer: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (got, Some(e.kind())),
+        }
+    }
+}
+
+/// `_close` with a large queue to a peer that never reads: by default it gives
+/// up after 2 s (it used to wait forever, and a graceful shutdown with it):
+/// the connection is reset and `on_close(-ETIMEDOUT)` says bytes were lost.
+/// The peer sees the reset; what reached it before is exact.
+#[test]
+fn close_to_a_peer_that_never_reads_resets_after_2_s_with_etimedout() {
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let (c, mut peer, sent) = stuck_peer(&lp, &cli);
+    let t0 = Instant::now();
+    assert_eq!(close(c), 0);
+    assert_eq!(set_close_timeout(c, 0), -libc::EPIPE, "closing already");
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("close with {sent} bytes written to a peer that never reads: on_close after {took:?}");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert!(
+        took >= Duration::from_millis(1990) && took < Duration::from_secs(7),
+        "default close timeout of 2 s ended the close after {took:?}"
+    );
+    let (got, err) = read_all(&mut peer);
+    assert_eq!(
+        err,
+        Some(ErrorKind::ConnectionReset),
+        "after {} bytes",
+        got.len()
+    );
+    assert!(got.len() < sent);
+    assert!(
+        got == pattern(11, 0, got.len()),
+        "the bytes that arrived are exact"
+    );
+}
+
+/// `epoll_loop_conn_set_close_timeout` per connection: 300 ms and 3500 ms on
+/// two connections closed at the same moment end after their own timeouts
+/// (the second one outlives the 2 s default).
+#[test]
+fn close_timeout_is_per_connection() {
+    let (fast, slow) = (Rec::new(), Rec::new());
+    let lp = Loop::new();
+    let (cf, _pf, _) = stuck_peer(&lp, &fast);
+    let (cs, _ps, _) = stuck_peer(&lp, &slow);
+    assert_eq!(set_close_timeout(cf, 300), 0);
+    assert_eq!(set_close_timeout(cs, 3500), 0);
+    let t0 = Instant::now();
+    assert_eq!(close(cf), 0);
+    assert_eq!(close(cs), 0);
+    lp.poll_until("both closed", WAIT, || fast.closed() && slow.closed());
+    let took_fast = fast.closed_at.get().unwrap() - t0;
+    let took_slow = slow.closed_at.get().unwrap() - t0;
+    println!("close timeouts 300 ms and 3500 ms: on_close after {took_fast:?} and {took_slow:?}");
+    fast.assert_lifecycle("fast");
+    slow.assert_lifecycle("slow");
+    assert_eq!(fast.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert_eq!(slow.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert!(
+        took_fast >= Duration::from_millis(295) && took_fast < Duration::from_millis(1900),
+        "300 ms close timeout: {took_fast:?}"
+    );
+    assert!(
+        took_slow >= Duration::from_millis(3490) && took_slow < Duration::from_secs(9),
+        "3500 ms close timeout: {took_slow:?}"
+    );
+}
+
+/// Close timeout 0 is no limit: the close to a peer that never reads is still
+/// flushing after 2.5 s (past the 2 s default); `_abort` ends it.
+#[test]
+fn close_timeout_0_waits_until_aborted() {
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let (c, _peer, _) = stuck_peer(&lp, &cli);
+    assert_eq!(set_close_timeout(c, 0), 0);
+    assert_eq!(close(c), 0);
+    lp.poll_for(Duration::from_millis(2500));
+    assert!(
+        !cli.closed(),
+        "closed with no close timeout: {:?}",
+        cli.events()
+    );
+    assert!(queued(c).unwrap() > 0, "still flushing");
+    assert_eq!(abort(c), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ECONNABORTED]);
+}
+
+/// A peer that reads everything: `_close` ends with `on_close(0)` and the
+/// bytes arrive exact. Three ways: the peer closes after EOF (the close
+/// completes with it); the peer reads everything but never closes (the close
+/// lingers 2 s, then resets, still with 0: the peer had acknowledged every
+/// byte, the reset destroyed nothing), once with a 10 s close timeout and
+/// once with the default 2 s.
+#[test]
+fn close_to_a_peer_that_reads_everything_reports_0_and_the_bytes_are_exact() {
+    for (mode, close_timeout) in [("closes", None), ("stays", Some(10_000)), ("stays", None)] {
+        let cli = Rec::new();
+        let (sl, addr) = std_listener();
+        let lp = Loop::new();
+        let c = lp.connect(addr.port(), &cli);
+        lp.poll_until("open", WAIT, || cli.opened());
+        let (mut peer, _) = sl.accept().unwrap();
+        assert_eq!(set_limits(c, 8 << 20, 1 << 20), 0);
+        if let Some(ms) = close_timeout {
+            assert_eq!(set_close_timeout(c, ms), 0);
+        }
+        let data = pattern(12, 0, 4 << 20);
+        assert_eq!(write(c, &data), 0);
+        let total = data.len();
+        let stays = mode == "stays";
+        let reader = thread::spawn(move || {
+            peer.set_read_timeout(Some(WAIT)).unwrap();
+            if stays {
+                let mut got = vec![0u8; total];
+                peer.read_exact(&mut got).map(|()| (got, Some(peer)))
+            } else {
+                let (got, err) = read_all(&mut peer);
+                drop(peer);
+                match err {
+                    None => Ok((got, None)),
+                    Some(k) => Err(std::io::Error::from(k)),
+                }
+            }
+        });
+        let t0 = Instant::now();
+        assert_eq!(close(c), 0);
+        lp.poll_until("on_close", WAIT, || cli.closed());
+        let took = cli.closed_at.get().unwrap() - t0;
+        let (got, _peer) = reader.join().unwrap().expect("peer read");
+        println!("peer {mode}, close timeout {close_timeout:?}: on_close after {took:?}");
+        cli.assert_lifecycle(mode);
+        assert_eq!(cli.close_codes(), vec![0], "peer {mode}, {close_timeout:?}");
+        assert!(got == data, "peer {mode}: the bytes differ");
+        if close_timeout.is_some() {
+            assert!(
+                took < Duration::from_millis(9500),
+                "ended by lingering: {took:?}"
+            );
+        }
+    }
+}
+
+/// Everything handed to the kernel (nothing queued), but the peer reads
+/// nothing and its window is closed: the close lingers, and when the close
+/// timeout ends it the reset destroys bytes the peer never acknowledged, so
+/// `on_close` says `-ETIMEDOUT` (it used to say 0 after lingering).
+#[test]
+fn lingering_with_unacknowledged_bytes_ends_with_etimedout() {
+    let cli = Rec::new();
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 16 * 1024);
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (_peer, _) = sl.accept().unwrap();
+    set_sndbuf(fileno(c), 2 << 20);
+    assert_eq!(set_close_timeout(c, 500), 0);
+    let mut sent = 0;
+    while sent < 256 * 1024 {
+        assert_eq!(write(c, &pattern(13, sent, 16 * 1024)), 0);
+        sent += 16 * 1024;
+    }
+    assert_eq!(queued(c), Ok(0), "the socket took all {sent} bytes");
+    let t0 = Instant::now();
+    assert_eq!(close(c), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("lingering with unacknowledged bytes: on_close after {took:?}");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.close_codes(), vec![-libc::ETIMEDOUT]);
+    assert!(took >= Duration::from_millis(495), "{took:?}");
+}
+
+/// `_close` on a connection still connecting (to a black hole), with bytes
+/// queued, is bounded by the close timeout too: `on_close(-ETIMEDOUT)`, no
+/// `on_open` (it used to wait for the kernel to give up on the SYN, minutes).
+#[test]
+fn close_while_connecting_with_bytes_queued_is_bounded_by_the_close_timeout() {
+    let (_l, addr, _fillers) = black_hole();
+    let cli = Rec::new();
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    assert_eq!(write(c, b"request"), 0);
+    assert_eq!(set_close_timeout(c, 400), 0);
+    let t0 = Instant::now();
+    assert_eq!(close(c), 0);
+    lp.poll_until("on_close", WAIT, || cli.closed());
+    let took = cli.closed_at.get().unwrap() - t0;
+    println!("close while connecting: on_close after {took:?}");
+    cli.assert_lifecycle("client");
+    assert_eq!(cli.events(), vec![Ev::Close(-libc::ETIMEDOUT)]);
+    assert!(
+        took >= Duration::from_millis(395) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------

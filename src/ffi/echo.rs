@@ -71,7 +71,10 @@ pub struct echo_server_config {
     /// Close connections with no traffic for this long. Default 0: never.
     pub idle_timeout_ms: u32,
     /// Per connection: when this many bytes wait to be sent back, the server stops
-    /// reading from that client until they drain. Default 256 KiB.
+    /// reading from that client until they drain. Default 256 KiB. From 1 to
+    /// 1 GiB (1073741824); 0 or anything larger is refused with `-EINVAL`
+    /// (each connection may queue up to this plus 64 KiB, a size that must
+    /// stay in range).
     pub max_pending_bytes: usize,
     /// Log callback; default NULL (the library prints nothing).
     pub log: echo_server_log_fn,
@@ -310,15 +313,16 @@ unsafe fn read_config(cfg: *const echo_server_config) -> Result<EchoConfig, Errn
 /// Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
 /// port through `SO_REUSEPORT`); it is listening when this returns.
 /// Returns: 0, and the server in `*out`.
-/// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
-/// `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
-/// did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
-/// `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
-/// byte past it, or above 4096: the program sets a field this version does not
-/// know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
-/// `-EAGAIN` (no thread could be started). On error nothing is left running or
-/// open. `struct_size` from 64 up to this library's size reads the fields
-/// inside it and defaults the rest (see `echo_server_config`).
+/// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0
+/// or above 1024, `max_pending_bytes` 0 or above 1 GiB, host not UTF-8),
+/// `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+/// `EPOLL_LOOP_EAI_AGAIN`, ...), `-E2BIG` (`struct_size` larger than this
+/// library's struct with a non-zero byte past it, or above 4096: the program
+/// sets a field this version does not know), `-EADDRINUSE`, `-EADDRNOTAVAIL`,
+/// `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN` (no thread could be started). On
+/// error nothing is left running or open. `struct_size` from 64 up to this
+/// library's size reads the fields inside it and defaults the rest (see
+/// `echo_server_config`).
 /// Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
 /// library copies what it needs from `cfg` (including `host`).
 /// Thread safety: safe from any thread.

@@ -46,15 +46,29 @@ pub struct epoll_loop_conn_callbacks {
         ),
     >,
     /// The write queue fell to its low-water mark after having been above it:
-    /// a good moment to resume a paused producer.
+    /// a good moment to resume a paused producer. Also after every
+    /// `epoll_loop_conn_write` refused with `-ENOBUFS`: it runs once the queue
+    /// is at or below the low-water mark and the refused write fits (at most
+    /// `max_queue - len` bytes queued; a chunk larger than `max_queue -
+    /// low_water` is refused even at low water), from the loop, never from
+    /// inside the refused write. So a producer that stops at `-ENOBUFS` and
+    /// retries from here never stalls and never spins, whatever its chunk
+    /// size: the retry fits (unless the limits changed meanwhile).
+    /// `-EMSGSIZE` is no reason to wait: no `on_drain` follows it.
     pub on_drain: Option<unsafe extern "C" fn(conn: *mut epoll_loop_conn, user_data: *mut c_void)>,
     /// The connection is closed: `error` is 0 after a clean close or the peer's
     /// EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-    /// timeout, `-ECANCELED` when the loop was freed while it was open, else
-    /// the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...). Called exactly
-    /// once, from the loop (never from inside the call that closed it) or from
-    /// `epoll_loop_free`; calls on the connection inside it return `-EPIPE`, and
-    /// the handle is invalid (`-EINVAL`) once it returns.
+    /// inactivity timeout (`epoll_loop_conn_set_timeout`) or when an
+    /// `epoll_loop_conn_close` could not finish within its close timeout
+    /// (`epoll_loop_conn_set_close_timeout`, default 2 s: queued bytes were
+    /// dropped, the peer got a reset), `-ECANCELED` when the loop was freed
+    /// while it was open, else the socket's `-errno` (`-ECONNREFUSED`,
+    /// `-ECONNRESET`, ...). 0 after a close means every byte written was sent;
+    /// the peer's kernel acknowledged them all if the close ended with a reset
+    /// (see `epoll_loop_conn_close`). Called exactly once, from the loop (never
+    /// from inside the call that closed it) or from `epoll_loop_free`; calls on
+    /// the connection inside it return `-EPIPE`, and the handle is invalid
+    /// (`-EINVAL`) once it returns.
     pub on_close: Option<
         unsafe extern "C" fn(conn: *mut epoll_loop_conn, error: c_int, user_data: *mut c_void),
     >,
@@ -390,9 +404,9 @@ pub unsafe extern "C" fn epoll_loop_listener_port(l: *const epoll_loop_listener)
 /// `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
 /// Returns: 0.
 /// Errors: `-EINVAL` (NULL or closed listener, its loop freed,
-/// `low_water >= max_queue`, `max_queue` 0 or above 4 GiB), `-EBUSY` (another
-/// thread is inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked
-/// child).
+/// `low_water >= max_queue`, `max_queue` 0 or above `UINT32_MAX`, on 32-bit
+/// systems `SSIZE_MAX`), `-EBUSY` (another thread is inside a call on its
+/// loop), `EPOLL_LOOP_EFORKED` (in a forked child).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -552,9 +566,12 @@ fn with_conn(
 /// All or nothing: either every byte is accepted or none is.
 /// Returns: 0 (`len` 0 is a no-op).
 /// Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
-/// would pass its cap: wait for `on_drain`), `-EMSGSIZE` (`len` alone is larger
-/// than the cap, so it could never be queued: split it or raise the cap with
-/// `epoll_loop_conn_set_limits`), `-EPIPE` (the connection is closing,
+/// would pass its cap: wait for `on_drain`, which is sure to follow once the
+/// queue is at or below the low-water mark and this write fits; retry it
+/// there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
+/// never be queued: no `on_drain` follows; split it or raise the cap with
+/// `epoll_loop_conn_set_limits`; any `len` up to `SIZE_MAX` gets this answer,
+/// checked before `buf` is touched), `-EPIPE` (the connection is closing,
 /// shut down or closed, even if `on_close` has not been delivered yet).
 /// Ownership: the bytes are copied; `buf` stays the caller's.
 /// Thread safety: loop thread.
@@ -571,13 +588,11 @@ pub unsafe extern "C" fn epoll_loop_conn_write(
         if buf.is_null() {
             return Err(Errno::EINVAL);
         }
-        // Checked before any slice exists: a `len` past `isize::MAX` must not
-        // make one (and could never fit the queue anyway).
-        if len > conn.limits().max_queue {
-            return Err(Errno(libc::EMSGSIZE));
-        }
-        // SAFETY: `buf` is non-NULL and, per the contract, readable for `len`
-        // bytes, which is at most the queue cap (below 4 GiB).
+        // Refuse a length over the cap before it becomes a slice: one over
+        // isize::MAX would be undefined behaviour.
+        conn.check_write_len(len)?;
+        // SAFETY: `buf` is non-NULL and readable for `len` bytes per the
+        // contract, and `len <= max_queue <= isize::MAX` (checked above).
         let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
         conn.write(lp, data).map(|()| 0)
     })
@@ -622,11 +637,20 @@ pub unsafe extern "C" fn epoll_loop_conn_shutdown(c: *mut epoll_loop_conn) -> c_
 
 /// Stops delivering data, sends what is queued, then closes; `on_close(0)`
 /// follows, from the loop. Unread input from the peer is drained and dropped
-/// (for up to 2 s) so that the close does not turn into a reset that would
-/// destroy bytes still in flight. On a connection still connecting, bytes
+/// (lingering: we send FIN and wait for the peer's EOF) so that the close does
+/// not turn into a reset that would destroy bytes still in flight; after 2 s
+/// of that the connection is reset, with `on_close(0)`, as soon as the peer
+/// has acknowledged every byte. On a connection still connecting, bytes
 /// written so far are sent too: `on_open` runs when the connect completes,
 /// then the queue goes out and the connection closes (with nothing queued it
 /// closes at once, without `on_open`).
+/// The whole close, from this call (connecting, flushing, lingering), is
+/// bounded by the connection's close timeout, 2 s unless changed with
+/// `epoll_loop_conn_set_close_timeout`: when it expires the connection is
+/// reset and `on_close(-ETIMEDOUT)` reports that bytes were lost (or
+/// `on_close(0)` if it was lingering and the peer had acknowledged them all).
+/// So a peer that stops reading cannot hold a close, or a graceful shutdown
+/// waiting for it, forever.
 /// Returns: 0.
 /// Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
 /// Ownership: unchanged.
@@ -639,6 +663,31 @@ pub unsafe extern "C" fn epoll_loop_conn_close(c: *mut epoll_loop_conn) -> c_int
         }
         conn.close(lp);
         Ok(0)
+    })
+}
+
+/// Sets the close timeout: how long an `epoll_loop_conn_close` may take in all
+/// (finishing a connect, sending what is queued, lingering for the peer's EOF)
+/// before the connection is reset (RST) and `on_close(-ETIMEDOUT)` follows
+/// (`on_close(0)` if it was lingering and the peer had acknowledged every
+/// byte). Default 2000 ms. `timeout_ms` 0 means no limit, an explicit
+/// opt-in: a close then waits as long as the peer takes to read what was
+/// written, forever if it never reads (`epoll_loop_conn_abort` still ends it).
+/// Set it before `epoll_loop_conn_close`; the inactivity timeout
+/// (`epoll_loop_conn_set_timeout`) is separate and keeps applying while the
+/// queue is flushed.
+/// Returns: 0.
+/// Errors: `-EINVAL` (`c` NULL or invalid), `-EPIPE` (closing or closed: the
+/// running close keeps the timeout it started with).
+/// Ownership: unchanged.
+/// Thread safety: loop thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_loop_conn_set_close_timeout(
+    c: *mut epoll_loop_conn,
+    timeout_ms: u32,
+) -> c_int {
+    with_conn(c, |_, conn, _| {
+        conn.set_close_timeout(timeout_ms).map(|()| 0)
     })
 }
 
@@ -691,11 +740,17 @@ pub unsafe extern "C" fn epoll_loop_conn_get_user_data(c: *const epoll_loop_conn
 }
 
 /// Sets the write-queue limits: `epoll_loop_conn_write` fails with `-ENOBUFS`
-/// rather than queue past `max_queue` bytes, and `on_drain` runs when the queue
-/// falls to `low_water` after having been above it. Defaults: 1 MiB, 64 KiB.
+/// rather than queue past `max_queue` bytes (`-EMSGSIZE` for a write larger
+/// than `max_queue` by itself), and `on_drain` runs when the queue falls to
+/// `low_water` after having been above it, and after a write refused with
+/// `-ENOBUFS` once the queue is at or below `low_water` and that write fits
+/// (on the next loop turn, never from inside this call, if these new limits
+/// put the queue there already).
+/// Bytes already queued stay queued, even above a lower cap.
+/// Defaults: 1 MiB, 64 KiB.
 /// Returns: 0.
-/// Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above 4 GiB),
-/// `-EPIPE` (closed).
+/// Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above
+/// `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`), `-EPIPE` (closed).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -704,11 +759,14 @@ pub unsafe extern "C" fn epoll_loop_conn_set_limits(
     max_queue: usize,
     low_water: usize,
 ) -> c_int {
-    with_conn(c, |_, conn, _| {
-        conn.set_limits(Limits {
-            max_queue,
-            low_water,
-        })
+    with_conn(c, |lp, conn, _| {
+        conn.set_limits(
+            lp,
+            Limits {
+                max_queue,
+                low_water,
+            },
+        )
         .map(|()| 0)
     })
 }

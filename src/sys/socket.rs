@@ -1,6 +1,6 @@
 //! TCP socket calls: name resolution, listen, accept, recv, send (always
-//! `MSG_NOSIGNAL`), shutdown, addresses, `SO_LINGER`, `SO_ERROR`, and the
-//! reserve descriptor for `EMFILE`.
+//! `MSG_NOSIGNAL`), shutdown, addresses, `SO_LINGER`, `SO_ERROR`, `SIOCOUTQ`,
+//! and the reserve descriptor for `EMFILE`.
 
 use super::fault::{self, Op};
 use super::{Errno, Result, cvt};
@@ -327,6 +327,16 @@ pub fn set_linger_zero(fd: RawFd) -> Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// Bytes the socket has sent or still holds that the peer has not acknowledged
+/// (`SIOCOUTQ`, alias `TIOCOUTQ`); a FIN sent and not yet acknowledged counts
+/// as one. 0 means the peer's kernel has everything we ever wrote.
+pub fn unacked(fd: RawFd) -> Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which is live and ours.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// The pending socket error (`SO_ERROR`), if any.
