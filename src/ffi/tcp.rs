@@ -28,6 +28,9 @@ use std::rc::{Rc, Weak};
 /// Every callback receives the connection and its user data (accepted
 /// connections start with their listener's, outgoing ones with the one given to
 /// `epoll_loop_tcp_connect`; change it with `epoll_loop_conn_set_user_data`).
+/// For per-connection state on accepted connections, set it first thing in
+/// `on_open`: until then (and in `on_close`, if it never was) the callbacks get
+/// the listener's user data.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct epoll_loop_conn_callbacks {
