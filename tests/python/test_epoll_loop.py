@@ -861,11 +861,15 @@ class TestEchoServerArguments(unittest.TestCase):
         for name in ("threads", "max_pending_bytes"):  # in range; the library says EINVAL
             with self.subTest(option=name):
                 self.assert_refused(OSError, port=0, **{name: 0})
+        for big in ((1 << 30) + 1, 2**63, 2**64 - 1):  # past the library's 1 GiB maximum
+            with self.subTest(max_pending_bytes=big):
+                self.assert_refused(OSError, port=0, max_pending_bytes=big)
 
     def test_the_extremes_of_each_range_are_accepted(self):
         lines = []
         for options in (
-            dict(backlog=INT_MAX, max_connections=U32_MAX, idle_timeout_ms=U32_MAX, max_pending_bytes=2**63),
+            # max_pending_bytes: the library's documented maximum, 1 GiB.
+            dict(backlog=INT_MAX, max_connections=U32_MAX, idle_timeout_ms=U32_MAX, max_pending_bytes=1 << 30),
             dict(
                 backlog=INT_MIN, threads=Index(2), log_level=epoll_loop.LOG_DEBUG, log=lambda lvl, msg: lines.append(lvl)
             ),
