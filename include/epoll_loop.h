@@ -42,6 +42,81 @@
 #define EPOLL_LOOP_LOG_DEBUG 4
 
 /**
+ * The object was made by the parent of this forked process: it shares the
+ * parent's epoll set, eventfd and sockets, so a child may only release it
+ * (`epoll_loop_free`, `echo_server_stop`, `epoll_loop_listener_close`). A
+ * library code, not an errno.
+ */
+#define EPOLL_LOOP_EFORKED -3101
+
+/**
+ * Name resolution: the host's address family is not supported
+ * (glibc's `EAI_ADDRFAMILY`). The library's own codes start at -3000 and
+ * are never `-errno`; -3000..-3099 are name-resolution failures
+ * (`EPOLL_LOOP_EAI_x` is `EAI_x - 3000` with glibc's values).
+ */
+#define EPOLL_LOOP_EAI_ADDRFAMILY -3009
+
+/**
+ * Name resolution: temporary failure (no answer from the name server, e.g.
+ * no DNS server reachable); trying again later may work (`EAI_AGAIN`).
+ */
+#define EPOLL_LOOP_EAI_AGAIN -3003
+
+/**
+ * Name resolution: bad flags in the lookup's hints (`EAI_BADFLAGS`).
+ */
+#define EPOLL_LOOP_EAI_BADFLAGS -3001
+
+/**
+ * Name resolution: non-recoverable failure of the name server (`EAI_FAIL`).
+ */
+#define EPOLL_LOOP_EAI_FAIL -3004
+
+/**
+ * Name resolution: address family not supported (`EAI_FAMILY`).
+ */
+#define EPOLL_LOOP_EAI_FAMILY -3006
+
+/**
+ * Name resolution: out of memory (`EAI_MEMORY`).
+ */
+#define EPOLL_LOOP_EAI_MEMORY -3010
+
+/**
+ * Name resolution: the host name exists but has no address (`EAI_NODATA`).
+ */
+#define EPOLL_LOOP_EAI_NODATA -3005
+
+/**
+ * Name resolution: the host name is not known (`EAI_NONAME`).
+ */
+#define EPOLL_LOOP_EAI_NONAME -3002
+
+/**
+ * Name resolution: a result buffer was too small (`EAI_OVERFLOW`).
+ */
+#define EPOLL_LOOP_EAI_OVERFLOW -3012
+
+/**
+ * Name resolution: service not available for the socket type (`EAI_SERVICE`).
+ */
+#define EPOLL_LOOP_EAI_SERVICE -3008
+
+/**
+ * Name resolution: socket type not supported (`EAI_SOCKTYPE`).
+ */
+#define EPOLL_LOOP_EAI_SOCKTYPE -3007
+
+/**
+ * `epoll_loop_signal_start` of a signal that is not blocked in the calling
+ * thread: block it in every thread first (`epoll_loop_signal_block`, in the
+ * main thread before other threads start), or its default action would run
+ * instead of the callback.
+ */
+#define EPOLL_LOOP_ENOTBLOCKED -3100
+
+/**
  * Readable: data (or a new connection, or EOF) can be read. Same value as `EPOLLIN`.
  */
 #define EPOLL_LOOP_IN 1
@@ -93,39 +168,47 @@
 
 /**
  * An echo server. Opaque; create with `echo_server_start` or `echo_server_attach`,
- * stop and free with `echo_server_stop`.
+ * stop and free with `echo_server_stop`. The pointer is a handle, not an
+ * address: a stopped server's handle is refused (`-EINVAL`) for certain.
  *
- * Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port` and
- * `echo_server_get_stats` may be called from any thread for a started server;
- * an attached server belongs to its loop's thread.
+ * Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port`,
+ * `echo_server_get_stats` and `echo_server_stop` of a started server may be
+ * called from any thread; an attached server is stopped on its loop's thread.
  */
 typedef struct echo_server echo_server;
 
 /**
  * An event loop: an epoll set, its registrations and callbacks, timers and a
  * waker. Opaque; create with `epoll_loop_new` or `epoll_loop_from_fd`, free with
- * `epoll_loop_free`.
+ * `epoll_loop_free`. The pointer is a handle, not an address: a freed loop's
+ * handle is refused (`-EINVAL`) for certain, however long after.
  *
- * Lifetime: from `_new` until `_free`. Thread safety: one thread drives a loop
- * (`_poll`/`_run` and every other call); only `epoll_loop_stop`,
- * `epoll_loop_wake` and `epoll_loop_post` may be called from other threads
- * (the first two from signal handlers too). A call from another thread while
- * `_poll`/`_run` runs is refused with `-EBUSY`.
+ * Lifetime: from `_new` until `_free`. Thread safety: one thread at a time
+ * drives a loop (`_poll`/`_run` and every other call, and the calls on its
+ * connections, listeners and attached servers); a call while another thread
+ * is inside a call on the same loop is refused with `-EBUSY`. A loop that no
+ * thread is using may move to another thread. Only `epoll_loop_stop`,
+ * `epoll_loop_wake` and `epoll_loop_post` may be called from other threads at
+ * any time (the first two from signal handlers too).
  */
 typedef struct epoll_loop epoll_loop;
 
 /**
  * A buffered TCP connection on a loop. Opaque; made by `epoll_loop_tcp_connect`
- * or by a listener, released by the library after its `on_close`.
+ * or by a listener, released by the library after its `on_close`. The
+ * pointer is a handle, not an address: after `on_close` returned, every call
+ * with it is `-EINVAL`, for certain.
  *
- * Lifetime: until `on_close` returns (or the loop is freed: then no callback
- * runs). Thread safety: the loop's thread only.
+ * Lifetime: until `on_close` returns (`epoll_loop_free` delivers it to the
+ * connections still open). Thread safety: the loop's thread; a call while
+ * another thread is inside a call on the loop is refused with `-EBUSY`.
  */
 typedef struct epoll_loop_conn epoll_loop_conn;
 
 /**
  * A listening TCP socket on a loop. Opaque; made by `epoll_loop_tcp_listen`,
- * released by `epoll_loop_listener_close`.
+ * released by `epoll_loop_listener_close`. The pointer is a handle: after
+ * `_listener_close` every call with it is `-EINVAL`, for certain.
  */
 typedef struct epoll_loop_listener epoll_loop_listener;
 
@@ -142,15 +225,28 @@ typedef void (*echo_server_log_fn)(int level, const char *message, void *user_da
  * `echo_server_config_init`, then change the fields you need: fields may be
  * added at the end in later versions, and `struct_size` tells the library
  * which ones your program knows.
+ *
+ * Versions: the library reads only the fields that lie wholly inside
+ * `struct_size` and defaults the others, so a program built against an older
+ * header works (the first layout ended after `log_user_data`, 64 bytes;
+ * `log_level` came later and defaults to `EPOLL_LOOP_LOG_INFO`). A
+ * `struct_size` smaller than 64 is refused (`-EINVAL`). A larger one (a
+ * program built against a newer header) is accepted when every byte past this
+ * library's struct is zero (the newer fields are unset, and their zero means
+ * "default"); otherwise, or above 4096 bytes, it is refused with `-E2BIG`, as
+ * Linux's `openat2` does: a field this library does not know is set, and
+ * ignoring it would lose what the caller asked for.
  */
 typedef struct echo_server_config {
   /**
-   * `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
+   * `sizeof(echo_server_config)` as the caller was compiled; set by
+   * `_config_init`. From 64 (the first layout) up; see the struct's comment.
    */
   uint32_t struct_size;
   /**
    * Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
-   * getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
+   * getaddrinfo: its first address is used). Default "127.0.0.1"; NULL also
+   * means "127.0.0.1".
    */
   const char *host;
   /**
@@ -158,7 +254,10 @@ typedef struct echo_server_config {
    */
   uint16_t port;
   /**
-   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+   * `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default `SOMAXCONN`, the
+   * recommended value (the kernel caps it at `net.core.somaxconn`). The
+   * tutorial's 10 is a teaching value: 200 clients connecting at once
+   * overflow such a queue, and their connects stall or are reset.
    */
   int backlog;
   /**
@@ -328,9 +427,11 @@ typedef struct epoll_loop_conn_callbacks {
   /**
    * The connection is closed: `error` is 0 after a clean close or the peer's
    * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-   * timeout, else the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...).
-   * Called exactly once, from the loop (never from inside the call that
-   * closed it); the handle is invalid once it returns.
+   * timeout, `-ECANCELED` when the loop was freed while it was open, else
+   * the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...). Called exactly
+   * once, from the loop (never from inside the call that closed it) or from
+   * `epoll_loop_free`; calls on the connection inside it return `-EPIPE`, and
+   * the handle is invalid (`-EINVAL`) once it returns.
    */
   void (*on_close)(struct epoll_loop_conn *conn, int error, void *user_data);
 } epoll_loop_conn_callbacks;
@@ -340,7 +441,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+ * Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
+ * `SOMAXCONN` (not the tutorial's 10, too short for a burst of clients), one
  * thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
  * log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
  * Returns: nothing. `cfg` NULL is ignored.
@@ -354,10 +456,15 @@ void echo_server_config_init(struct echo_server_config *cfg);
  * Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
  * port through `SO_REUSEPORT`); it is listening when this returns.
  * Returns: 0, and the server in `*out`.
- * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
- * `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
- * `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
- * (no thread could be started). On error nothing is left running or open.
+ * Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
+ * `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
+ * did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
+ * `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
+ * byte past it, or above 4096: the program sets a field this version does not
+ * know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
+ * `-EAGAIN` (no thread could be started). On error nothing is left running or
+ * open. `struct_size` from 64 up to this library's size reads the fields
+ * inside it and defaults the rest (see `echo_server_config`).
  * Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
  * library copies what it needs from `cfg` (including `host`).
  * Thread safety: safe from any thread.
@@ -404,12 +511,20 @@ int echo_server_get_stats(const struct echo_server *srv, struct echo_server_stat
  * A started server: its threads finish all of that before this returns.
  * An attached server: this closes the listener and starts the flush; connections
  * with pending bytes finish as the caller keeps driving the loop (they are
- * closed at once if the loop is freed first).
+ * closed at once if the loop is freed first). After this returns, the
+ * server's log callback is never called again (lingering connections close
+ * silently), so `log_user_data` may be freed. An attached server whose loop
+ * was freed first was ended by `epoll_loop_free`; this then only releases
+ * the handle. In a process forked from the one that started the server, this
+ * only releases the child's copy of the handle (the server keeps running in
+ * the parent; the child touches none of its threads or descriptors).
  * Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
- * Errors: `-EINVAL` (not a live server, e.g. stopped twice, detected on a
- * best-effort basis; or an attached server whose loop was freed), `-EDEADLK`
- * (a started server stopped from its own log callback, which would wait for
- * itself; nothing is stopped).
+ * Errors: `-EINVAL` (not a live server: stopped already, also by another
+ * thread racing this call, or from the server's own log callback while a stop
+ * runs: of two racing stops exactly one returns 0), `-EDEADLK` (a started
+ * server stopped from its own log callback, which would wait for itself;
+ * nothing is stopped), `-EBUSY` (an attached server, while another thread is
+ * inside a call on its loop).
  * Ownership: `srv` is invalid after a 0 return.
  * Thread safety: a started server from any thread except its own threads; an
  * attached one on its loop's thread (inside its callbacks too).
@@ -420,8 +535,10 @@ int echo_server_stop(struct echo_server *srv);
  * Describes an error code returned by this library.
  *
  * Returns: a static, NUL-terminated English message naming the errno constant
- * (for example "bad file descriptor (EBADF)"); "success" for 0; "unknown error"
- * for codes it does not know. Both `-EBADF` and `EBADF` are accepted.
+ * (for example "bad file descriptor (EBADF): the fd is negative or not
+ * open") or the library's own constant ("host name not known
+ * (EPOLL_LOOP_EAI_NONAME)"); "success" for 0; "unknown error" for codes it
+ * does not know. Both `-EBADF` and `EBADF` are accepted.
  * Errors: none.
  * Ownership: the string is static; never free it.
  * Thread safety: safe from any thread.
@@ -467,18 +584,36 @@ int epoll_loop_from_fd(int epfd, struct epoll_loop **out);
 int epoll_loop_fileno(const struct epoll_loop *loop);
 
 /**
- * Frees a loop (`.close()`): closes its epoll descriptor and waker and drops every
- * registration and timer without calling them. Registered fds are not closed.
+ * Frees a loop (`.close()`): closes its epoll descriptor and waker.
  *
+ * What the loop still holds is released in this order, on the calling thread,
+ * before this returns: functions posted with `epoll_loop_post` and not yet run
+ * are run (each exactly once, as if in one last iteration; `loop` is already
+ * invalid for them, so calls on it return `-EINVAL`); echo servers attached to
+ * the loop stop serving (close their connections without logging; their
+ * handles stay valid for `echo_server_stop`, which then only releases them);
+ * every open connection gets its `on_close`, with `-ECANCELED` (or the error it
+ * was already closed with, if that was not delivered yet), so per-connection
+ * `user_data` can be released there; then registrations, timers and signal
+ * watches are dropped without calling them (their fds, ids and `user_data`
+ * are the caller's), and every socket of the stream layer is closed.
+ * Listener handles stay valid for `epoll_loop_listener_close`. Registered fds
+ * are not closed.
+ *
+ * In a process forked from the one that made the loop, this only releases the
+ * child's copy: it closes the child's descriptors (the parent's epoll set,
+ * eventfd and sockets are untouched) and runs no callback.
  * Returns: 0. `epoll_loop_free(NULL)` is a no-op returning 0.
- * Errors: `-EBUSY` (called from one of this loop's callbacks: free it after
- * `_poll`/`_run` returns; or from another thread while the loop runs),
- * `-EINVAL` (not a live loop, e.g. freed twice: certain for the 256 most
- * recently freed handles, whose memory is kept, best effort beyond). A loop
- * poisoned by an internal panic can still be freed.
+ * Errors: `-EBUSY` (called from inside a call on this loop, e.g. one of its
+ * callbacks, an echo server's log callback run by `echo_server_attach`/
+ * `_stop`, or `on_close`: free it after `_poll`/`_run` returns; or while
+ * another thread is inside a call on this loop), `-EINVAL` (not a live loop,
+ * e.g. freed twice: certain). A loop poisoned by an internal panic can still be
+ * freed.
  * Ownership: `loop` is invalid after a 0 return.
- * Thread safety: loop thread, and no other thread may be calling
- * `_stop`/`_wake`/`_post`.
+ * Thread safety: the thread that drives the loop. Other threads may still call
+ * `_stop`/`_wake`/`_post` meanwhile: they get 0 (and a post then runs during
+ * the free) or `-EINVAL`.
  */
 int epoll_loop_free(struct epoll_loop *loop);
 
@@ -493,8 +628,9 @@ int epoll_loop_free(struct epoll_loop *loop);
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, unknown bits in `events`,
  * or a combination the kernel refuses such as `_EXCLUSIVE|_ONESHOT`), `-EBADF`
  * (`fd` negative or not open), `-EEXIST` (`fd` already registered on this loop),
- * `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`,
- * `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`
+ * (the epoll watch limit, `/proc/sys/fs/epoll/max_user_watches`), `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
  * Ownership: the caller keeps owning `fd` and `user_data`. Unregister before
  * closing: epoll watches the open file description, not the number.
  * Thread safety: loop thread; allowed inside callbacks.
@@ -514,7 +650,9 @@ int epoll_loop_register(struct epoll_loop *loop,
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
  * negative, or closed since it was registered), `-ENOENT` (not registered on this
- * loop), `-ENOTRECOVERABLE`.
+ * loop, or closed and its number reused by another file), `-EPERM` (closed and
+ * its number reused by a file epoll cannot watch), `-ENOTRECOVERABLE`. A
+ * closed fd stays registered after such an error: `epoll_loop_unregister` it.
  * Ownership: unchanged.
  * Thread safety: loop thread; allowed inside callbacks.
  */
@@ -523,7 +661,9 @@ int epoll_loop_modify(struct epoll_loop *loop, int fd, uint32_t events);
 /**
  * Stops watching `fd` (`select.epoll.unregister()`). Events for it already
  * fetched in the current batch are not delivered. Succeeds even when `fd` was
- * closed first, and frees its slot.
+ * closed first, and frees its slot, whatever its number refers to now
+ * (nothing, or another file, even one epoll cannot watch such as a regular
+ * file, a directory or `/dev/null`).
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed), `-EBADF` (`fd` negative), `-ENOENT`
  * (not registered on this loop), `-ENOTRECOVERABLE`.
@@ -569,10 +709,12 @@ int epoll_loop_run(struct epoll_loop *loop);
  * if it is blocked. A stop requested while `_run` is not running is remembered
  * and makes the next `_run` return at once.
  * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
+ * it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, called in a forked
+ * child: the parent's loop is not stopped), `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
- * Thread safety: safe from any thread and async-signal-safe (an atomic store and
- * one `write(2)`), as long as the loop is not being freed concurrently.
+ * Thread safety: safe from any thread and async-signal-safe (atomics and one
+ * `write(2)`), even while another thread frees the loop.
  */
 int epoll_loop_stop(struct epoll_loop *loop);
 
@@ -580,10 +722,12 @@ int epoll_loop_stop(struct epoll_loop *loop);
  * Makes a blocked `epoll_loop_poll` return (with 0 if nothing else happened).
  * Wakes sent while the loop is not blocked are coalesced into one.
  * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
+ * it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, in a forked child),
+ * `-ENOTRECOVERABLE`.
  * Ownership: unchanged.
- * Thread safety: safe from any thread and async-signal-safe, as long as the loop
- * is not being freed concurrently.
+ * Thread safety: safe from any thread and async-signal-safe, even while another
+ * thread frees the loop.
  */
 int epoll_loop_wake(struct epoll_loop *loop);
 
@@ -633,7 +777,8 @@ int epoll_loop_get_stats(const struct epoll_loop *loop, struct epoll_loop_stats 
  * unblocked (running its handler or default action, e.g. terminating). Call this
  * in the main thread before starting other threads (they inherit the mask).
  * Returns: 0.
- * Errors: `-EINVAL` (not a valid signal number).
+ * Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+ * nothing can block).
  * Ownership: nothing.
  * Thread safety: affects only the calling thread.
  */
@@ -648,9 +793,10 @@ int epoll_loop_signal_block(int signo);
  * read by one of them.
  * Returns: 0.
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
- * `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
- * with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
- * loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+ * `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+ * calling thread: block it with `epoll_loop_signal_block` first, in every
+ * thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
  * Ownership: the caller keeps owning `user_data`.
  * Thread safety: loop thread; allowed inside callbacks.
  */
@@ -674,11 +820,16 @@ int epoll_loop_signal_stop(struct epoll_loop *loop, int signo);
  * iteration, waking it if it is blocked. Functions posted from one thread run
  * in posting order; each run counts as a callback.
  * Returns: 0.
+ * Every post that returned 0 runs exactly once: normally in an iteration of
+ * the loop, or, if the loop is freed first, inside `epoll_loop_free` (on the
+ * thread that frees it, with `loop` already invalid for further calls).
  * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
- * is being freed: posts still queued when it is freed are dropped unrun).
+ * is being freed right now), `EPOLL_LOOP_EFORKED` (a loop of the parent
+ * process, in a forked child), `-ENOTRECOVERABLE`. After an error `cb` never
+ * runs: `user_data` is still the caller's to release.
  * Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
- * Thread safety: safe from any thread (takes a mutex: not async-signal-safe), as
- * long as the loop is not freed concurrently.
+ * Thread safety: safe from any thread (takes a mutex: not async-signal-safe),
+ * even while another thread frees the loop.
  */
 int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_data);
 
@@ -687,12 +838,17 @@ int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_d
  * connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
  * it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
  * it spin: the pending client is accepted and closed with a spare fd.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking).
- * `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking), and the first address it gives is used.
+ * `backlog <= 0` means `SOMAXCONN`, the recommended value (the kernel caps it at
+ * `net.core.somaxconn`): a short queue overflows when many clients connect at
+ * once, and their connects stall or are reset. Port 0 picks one
+ * (`epoll_loop_listener_port`).
  * Returns: 0, and the listener in `*out`.
- * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8), `-ENOENT` (host
- * not found), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`,
- * `-ENOTRECOVERABLE`.
+ * Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
+ * `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+ * `EPOLL_LOOP_EAI_AGAIN`, ...), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
  * Ownership: the caller owns `*out` and frees it with `epoll_loop_listener_close`
  * (freeing the loop first closes the socket; `_close` then only frees the handle).
  * Thread safety: loop thread; allowed inside callbacks.
@@ -706,9 +862,10 @@ int epoll_loop_tcp_listen(struct epoll_loop *loop,
                           struct epoll_loop_listener **out);
 
 /**
- * The port a listener is bound to.
+ * The port a listener is bound to (also after its loop was freed).
  * Returns: the port (1..65535).
- * Errors: `-EINVAL` (NULL or closed listener).
+ * Errors: `-EINVAL` (NULL or closed listener), `-EBUSY` (another thread is
+ * inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked child).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
@@ -718,8 +875,10 @@ int epoll_loop_listener_port(const struct epoll_loop_listener *l);
  * Sets the write-queue limits of connections accepted from now on (see
  * `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
  * Returns: 0.
- * Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
- * `max_queue` 0 or above 4 GiB).
+ * Errors: `-EINVAL` (NULL or closed listener, its loop freed,
+ * `low_water >= max_queue`, `max_queue` 0 or above 4 GiB), `-EBUSY` (another
+ * thread is inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked
+ * child).
  * Ownership: unchanged.
  * Thread safety: loop thread.
  */
@@ -729,8 +888,11 @@ int epoll_loop_listener_set_limits(struct epoll_loop_listener *l,
 
 /**
  * Stops accepting and frees the listener. Connections it accepted live on.
+ * After its loop was freed (which closed the socket), or in a forked child,
+ * this only releases the handle.
  * Returns: 0. `epoll_loop_listener_close(NULL)` is a no-op returning 0.
- * Errors: `-EINVAL` (not a live listener, e.g. closed twice; best effort).
+ * Errors: `-EINVAL` (not a live listener, e.g. closed twice: certain),
+ * `-EBUSY` (another thread is inside a call on its loop).
  * Ownership: `l` is invalid after a 0 return.
  * Thread safety: loop thread; allowed inside callbacks.
  */
@@ -741,12 +903,14 @@ int epoll_loop_listener_close(struct epoll_loop_listener *l);
  * connection is established; if it fails, only `on_close` runs, with the error
  * (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
  * Writes made before `on_open` are queued and sent once it is open.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
- * pass a numeric address to avoid that).
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking: pass a numeric address to avoid that), and the first
+ * address it gives is used.
  * Returns: 0, and the connection in `*out` (no callback has run yet).
  * Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
- * UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
- * `-ENOTRECOVERABLE`.
+ * UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
+ * `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
  * Ownership: the handle belongs to the library; it stays valid until `on_close`
  * returns.
  * Thread safety: loop thread; allowed inside callbacks.

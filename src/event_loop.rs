@@ -252,6 +252,8 @@ pub struct EventLoop {
     /// The monotonic time of the loop's last clock read (see [`EventLoop::now_ns`]).
     now: Cell<u64>,
     stats: StatCells,
+    /// Dropped in a forked child: leave the post queue's lock alone.
+    forked: Cell<bool>,
 }
 
 impl EventLoop {
@@ -298,6 +300,7 @@ impl EventLoop {
             dispatching: Cell::new(false),
             now: Cell::new(sys::monotonic_ns()),
             stats: StatCells::default(),
+            forked: Cell::new(false),
         })
     }
 
@@ -336,6 +339,13 @@ impl EventLoop {
         let t = sys::monotonic_ns();
         self.now.set(t);
         t
+    }
+
+    /// Makes dropping this loop leave the post queue alone (its lock may be
+    /// held forever in a forked child); queued posts are dropped with the
+    /// last [`Remote`].
+    pub fn forget_posts_on_drop(&self) {
+        self.forked.set(true);
     }
 
     /// True while `poll` (or `run`) is dispatching on this loop.
@@ -385,9 +395,16 @@ impl EventLoop {
     /// `EXCLUSIVE` registrations cannot be changed with `EPOLL_CTL_MOD`, so when the
     /// old or new events contain it, this does `DEL` + `ADD`; if the `ADD` fails the
     /// old events are restored and the error returned. Should the restoring
-    /// `ADD` fail too, the fd is no longer registered (its slot is freed).
+    /// `ADD` fail too, the fd is no longer registered (its slot is freed): once
+    /// its own `DEL` succeeded, a failed `modify` never leaves a slot claiming a
+    /// registration the kernel does not have. When the kernel refuses the
+    /// first step (`MOD`, or the `DEL`) because the fd was closed since it was
+    /// registered (`EBADF`; `ENOENT` or `EPERM` when its number was reused),
+    /// nothing is changed and the error returned: [`EventLoop::unregister`]
+    /// then frees the slot.
     ///
-    /// Errors: `EBADF`, `EINVAL` as for `register`; `ENOENT` (not registered here).
+    /// Errors: `EBADF`, `EINVAL` as for `register`; `ENOENT` (not registered
+    /// here, or reused), `EPERM` (closed and reused by a file epoll cannot watch).
     pub fn modify(&self, fd: RawFd, events: u32) -> Result<()> {
         Self::check_args(fd, events)?;
         let mut reg = self.registry.borrow_mut();
@@ -422,7 +439,7 @@ impl EventLoop {
     }
 
     /// Stops watching `fd` and drops its callback. Succeeds, and frees the slot,
-    /// even when the fd was already closed.
+    /// even when the fd was already closed, whatever its number refers to now.
     ///
     /// Errors: `EBADF` (negative fd), `ENOENT` (not registered here).
     pub fn unregister(&self, fd: RawFd) -> Result<()> {
@@ -430,12 +447,15 @@ impl EventLoop {
         let cb = {
             let mut reg = self.registry.borrow_mut();
             let slot = reg.active_mut(fd).ok_or(Errno::ENOENT)?;
-            match self.poller.unregister(fd) {
-                // EBADF: closed. ENOENT: closed and the number reused by a file
-                // this epoll set does not hold. Either way the slot is ours to free.
-                Ok(()) | Err(Errno::EBADF) | Err(Errno::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
+            // `EPOLL_CTL_DEL` fails only when the number no longer names the
+            // registered file: EBADF (closed), ENOENT (reused by a file this set
+            // does not hold), EPERM (reused by one epoll cannot watch: a regular
+            // file, a directory, /dev/null), EINVAL (by an epoll fd that is
+            // this set). Then the registration is gone (the file was closed)
+            // or unreachable by number (a dup of it lives on): either way the
+            // slot is ours to free, whatever the kernel says. Keeping it would
+            // keep `run` from ever going idle and the number from registering.
+            let _ = self.poller.unregister(fd);
             let cb = slot.cb.take();
             slot.events = 0;
             reg.active -= 1;
@@ -475,9 +495,10 @@ impl EventLoop {
     ///
     /// The signal must be blocked in every thread (see [`signal::block`]), or its
     /// default action runs instead; so that the mistake cannot pass silently,
-    /// this refuses with `EINVAL` when `signo` is not blocked in the calling
-    /// thread. Errors: `EINVAL` (bad number, `SIGKILL`/`SIGSTOP`, not blocked),
-    /// `EEXIST` (already watched on this loop), `EMFILE`, `ENOMEM`.
+    /// this refuses with [`Errno::ENOTBLOCKED`] when `signo` is not blocked in
+    /// the calling thread. Errors: `EINVAL` (bad number, `SIGKILL`/`SIGSTOP`),
+    /// `ENOTBLOCKED` (not blocked), `EEXIST` (already watched on this loop),
+    /// `EMFILE`, `ENOMEM`.
     pub fn signal_start(&self, signo: i32, cb: SignalCallback) -> Result<()> {
         if signo <= 0
             || signo == libc::SIGKILL
@@ -487,7 +508,7 @@ impl EventLoop {
             return Err(Errno::EINVAL);
         }
         if !signal::thread_mask()?.contains(signo) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::ENOTBLOCKED);
         }
         let mut sig = self.signals.borrow_mut();
         if sig.handlers.contains_key(&signo) {
@@ -703,7 +724,11 @@ impl EventLoop {
 impl Drop for EventLoop {
     fn drop(&mut self) {
         // Posts not yet run are dropped unrun; later posts fail with ESHUTDOWN.
-        drop(self.remote.close_posts());
+        // In a forked child another thread of the parent may have held the
+        // queue's lock at the fork: the queue then goes with the `Remote`.
+        if !self.forked.get() {
+            drop(self.remote.close_posts());
+        }
         // Drop callbacks with no borrow held (their captures may be arbitrary).
         let slots = std::mem::take(&mut self.registry.get_mut().slots);
         drop(slots);
@@ -946,6 +971,12 @@ mod post_and_signal_tests {
         assert_eq!(
             lp.signal_start(libc::SIGKILL, Rc::new(|_: &EventLoop, _| {})),
             Err(Errno::EINVAL)
+        );
+        // SIGUSR1 is not blocked in this thread (nothing in the unit tests blocks it).
+        assert!(!signal::thread_mask().unwrap().contains(libc::SIGUSR1));
+        assert_eq!(
+            lp.signal_start(libc::SIGUSR1, Rc::new(|_: &EventLoop, _| {})),
+            Err(Errno::ENOTBLOCKED)
         );
         lp.signal_start(
             libc::SIGUSR2,

@@ -511,7 +511,7 @@ fn config_init_gives_defaults() {
     let host = unsafe { CStr::from_ptr(cfg.host) };
     assert_eq!(host, c"127.0.0.1");
     assert_eq!(cfg.port, 8888);
-    assert_eq!(cfg.backlog, 10);
+    assert_eq!(cfg.backlog, libc::SOMAXCONN);
     assert_eq!(cfg.threads, 1);
     assert_eq!(cfg.max_connections, 0);
     assert_eq!(cfg.idle_timeout_ms, 0);

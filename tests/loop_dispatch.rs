@@ -1167,6 +1167,92 @@ fn unregister_after_close_succeeds_and_frees_the_slot() {
     drop(r3);
 }
 
+/// Opens what a closed registration's number may be reused by that epoll
+/// cannot watch at all (`EPOLL_CTL_*` answers `EPERM` for it).
+fn unpollable_files() -> Vec<(&'static str, OwnedFd)> {
+    let open = |path: &str, flags: c_int| {
+        let c = std::ffi::CString::new(path).unwrap();
+        // SAFETY: a NUL-terminated path; the result is checked.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+        // SAFETY: open returned a new descriptor only we own.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    vec![
+        (
+            "a regular file",
+            open(&format!("{root}/Cargo.toml"), libc::O_RDONLY),
+        ),
+        ("/dev/null", open("/dev/null", libc::O_RDWR)),
+        (
+            "a directory",
+            open(root, libc::O_RDONLY | libc::O_DIRECTORY),
+        ),
+    ]
+}
+
+#[test]
+fn unregister_frees_the_slot_when_the_number_was_reused_by_a_file_epoll_cannot_watch() {
+    let hits = Hits::default();
+    let lp = Loop::new();
+    let _wd = Watchdog::new(&lp, Duration::from_secs(10));
+    let num = private_fd(4);
+    for (what, file) in unpollable_files() {
+        for events in [EPOLL_LOOP_IN, EPOLL_LOOP_IN | EPOLL_LOOP_EXCLUSIVE] {
+            let (r, _w) = pipe();
+            let r = move_to(r, num);
+            assert_eq!(lp.register(num, events, count_io, &hits), 0);
+            drop(r);
+            let reused = move_to(file.try_clone().unwrap(), num);
+            assert_eq!(
+                lp.register(num, EPOLL_LOOP_IN, count_io, &hits),
+                -libc::EEXIST,
+                "{what}: still registered as far as the loop knows"
+            );
+            // modify: MOD (or DEL + ADD for EXCLUSIVE) is refused by the kernel;
+            // nothing changes, and unregister frees the slot below.
+            let rc = lp.modify(num, events | EPOLL_LOOP_OUT);
+            assert_eq!(rc, -libc::EPERM, "{what}, {events:#x}: modify");
+            assert_eq!(
+                lp.stats().registered,
+                1,
+                "{what}: a failed modify changes nothing"
+            );
+
+            assert_eq!(lp.unregister(num), 0, "{what}, {events:#x}: unregister");
+            assert_eq!(lp.stats().registered, 0, "{what}: the slot was freed");
+            assert_eq!(lp.unregister(num), -libc::ENOENT, "{what}: and it is gone");
+            let t0 = Instant::now();
+            assert_eq!(lp.run(), 0, "{what}: run is idle");
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            assert_eq!(
+                lp.register(num, EPOLL_LOOP_IN, count_io, &hits),
+                -libc::EPERM,
+                "{what}: the kernel refuses the file itself"
+            );
+            drop(reused);
+
+            // The number is a pipe again: it registers and delivers.
+            let (r2, w2) = pipe();
+            let r2 = move_to(r2, num);
+            let before = hits.count.get();
+            assert_eq!(
+                lp.register(num, events, count_io, &hits),
+                0,
+                "{what}: again"
+            );
+            write_bytes(&w2, 1);
+            assert_eq!(lp.poll(1000), 1, "{what}: the new pipe is watched");
+            assert_eq!(hits.count.get(), before + 1);
+            assert_eq!(hits.last_fd.get(), num);
+            assert_eq!(lp.unregister(num), 0);
+            drop(r2);
+        }
+    }
+    assert_eq!(lp.stats().registered, 0);
+}
+
 // ---------------------------------------------------------------------------
 // trigger modes and flags
 // ---------------------------------------------------------------------------

@@ -648,3 +648,39 @@ fn a_panic_poisons_only_its_own_loop() {
     assert_eq!(hits.count.get(), 1);
     // `sick` is freed by its Drop, which asserts 0.
 }
+
+// ---------------------------------------------------------------------------
+// signals
+// ---------------------------------------------------------------------------
+
+fn blocked_here(signo: c_int) -> bool {
+    // SAFETY: a NULL new set only reads the calling thread's mask into `cur`.
+    let mut cur: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur) },
+        0
+    );
+    // SAFETY: `cur` is an initialised set.
+    unsafe { libc::sigismember(&cur, signo) == 1 }
+}
+
+#[test]
+fn blocking_sigkill_or_sigstop_is_einval() {
+    // Nothing can block them (the kernel drops them from any mask silently),
+    // so a 0 would promise what cannot happen.
+    std::thread::spawn(|| {
+        for s in [libc::SIGKILL, libc::SIGSTOP] {
+            assert_eq!(epoll_loop_signal_block(s), -libc::EINVAL, "signal {s}");
+            assert!(!blocked_here(s));
+        }
+        assert_eq!(epoll_loop_signal_block(0), -libc::EINVAL);
+        assert_eq!(epoll_loop_signal_block(-1), -libc::EINVAL);
+        assert_eq!(epoll_loop_signal_block(1000), -libc::EINVAL);
+        // A signal that can be blocked still is (in this thread only).
+        assert_eq!(epoll_loop_signal_block(libc::SIGUSR2), 0);
+        assert!(blocked_here(libc::SIGUSR2));
+    })
+    .join()
+    .unwrap();
+}

@@ -1641,8 +1641,8 @@ fn c_posts_from_pthreads_pass_under_sanitizers() {
 /// pid; this test sends SIGUSR1 three times, each after the previous one was
 /// reported (standard signals do not queue), and the program's callback counts
 /// them, then checks `_signal_stop` (-ENOENT the second time) and the misuse
-/// codes (an unblocked signal, SIGKILL, SIGSTOP, bad numbers, NULL: -EINVAL;
-/// twice: -EEXIST).
+/// codes (an unblocked signal: `EPOLL_LOOP_ENOTBLOCKED`; SIGKILL, SIGSTOP, bad
+/// numbers, NULL: -EINVAL; twice: -EEXIST).
 #[test]
 fn signals_from_another_process_reach_the_loop_callback() {
     let mut child = KillOnDrop(Some(

@@ -272,13 +272,26 @@ def library_version():
 
 
 def _check(rc, what=None):
-    """Returns rc if >= 0; raises OSError(errno, strerror) for -errno."""
-    if rc < 0:
+    """Returns rc if >= 0; raises OSError(errno, strerror) for -errno.
+
+    The library's own codes (-3000 and below) are no errno: a name-resolution
+    failure (EPOLL_LOOP_EAI_x, -3000..-3099, equal to EAI_x - 3000) raises
+    socket.gaierror(socket.EAI_x, message), as socket.getaddrinfo would; any
+    other raises OSError(-rc, message). The message is epoll_loop_strerror's.
+    """
+    if rc >= 0:
+        return rc
+    if rc <= -3000:
+        message = _strerror(rc).decode()
+        if rc > -3100:
+            err = _socket.gaierror(rc + 3000, message)
+        else:
+            err = OSError(-rc, message)
+    else:
         err = OSError(-rc, os.strerror(-rc))
-        if what and hasattr(err, "add_note"):
-            err.add_note("from " + what)
-        raise err
-    return rc
+    if what and hasattr(err, "add_note"):
+        err.add_note("from " + what)
+    raise err
 
 
 def _trampoline(cfunctype, owner, method):

@@ -1,12 +1,13 @@
 //! `echo_server`: the seed tutorial's server as one library call.
 
-use super::event_loop::epoll_loop;
-use super::guard::{self, Object, ObjectHeader, boundary, with_object, write_out};
+use super::event_loop::{LOOPS, epoll_loop, with_loop};
+use super::guard::{boundary, guarded, write_out};
+use super::handle::{self, EFORKED, Handle, Poison, Table};
 use crate::echo::{EchoConfig, EchoServer, Logger, Shared, Worker, c_line};
 use crate::sys::Errno;
 use crate::tcp::TcpStats;
+use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,17 +31,36 @@ pub type echo_server_log_fn =
 /// `echo_server_config_init`, then change the fields you need: fields may be
 /// added at the end in later versions, and `struct_size` tells the library
 /// which ones your program knows.
+///
+/// Versions: the library reads only the fields that lie wholly inside
+/// `struct_size` and defaults the others, so a program built against an older
+/// header works (the first layout ended after `log_user_data`, 64 bytes;
+/// `log_level` came later and defaults to `EPOLL_LOOP_LOG_INFO`). A
+/// `struct_size` smaller than 64 is refused (`-EINVAL`). A larger one (a
+/// program built against a newer header) is accepted when every byte past this
+/// library's struct is zero (the newer fields are unset, and their zero means
+/// "default"); otherwise, or above 4096 bytes, it is refused with `-E2BIG`, as
+/// Linux's `openat2` does: a field this library does not know is set, and
+/// ignoring it would lose what the caller asked for.
+// Fields added later start at or after the current size (72), never in the
+// trailing padding after `log_level`: a newer program's struct_size must grow,
+// or an older library could not tell that a new field is set.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct echo_server_config {
-    /// `sizeof(echo_server_config)` as the caller was compiled; set by `_config_init`.
+    /// `sizeof(echo_server_config)` as the caller was compiled; set by
+    /// `_config_init`. From 64 (the first layout) up; see the struct's comment.
     pub struct_size: u32,
     /// Address to listen on (numeric IPv4 or IPv6, or a host name resolved with
-    /// getaddrinfo). Default "127.0.0.1"; NULL also means "127.0.0.1".
+    /// getaddrinfo: its first address is used). Default "127.0.0.1"; NULL also
+    /// means "127.0.0.1".
     pub host: *const c_char,
     /// Port; 0 picks an ephemeral port (read it with `echo_server_port`). Default 8888.
     pub port: u16,
-    /// `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default 10.
+    /// `listen(2)` backlog; `<= 0` means `SOMAXCONN`. Default `SOMAXCONN`, the
+    /// recommended value (the kernel caps it at `net.core.somaxconn`). The
+    /// tutorial's 10 is a teaching value: 200 clients connecting at once
+    /// overflow such a queue, and their connects stall or are reset.
     pub backlog: c_int,
     /// Loop threads for `echo_server_start` (each with its own listener on the same
     /// port through `SO_REUSEPORT`). Default 1. `echo_server_attach` requires 1.
@@ -86,38 +106,127 @@ pub struct echo_server_stats {
 }
 
 /// An echo server. Opaque; create with `echo_server_start` or `echo_server_attach`,
-/// stop and free with `echo_server_stop`.
+/// stop and free with `echo_server_stop`. The pointer is a handle, not an
+/// address: a stopped server's handle is refused (`-EINVAL`) for certain.
 ///
-/// Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port` and
-/// `echo_server_get_stats` may be called from any thread for a started server;
-/// an attached server belongs to its loop's thread.
+/// Lifetime: until `echo_server_stop`. Thread safety: `echo_server_port`,
+/// `echo_server_get_stats` and `echo_server_stop` of a started server may be
+/// called from any thread; an attached server is stopped on its loop's thread.
 pub struct echo_server {
-    header: ObjectHeader,
+    _opaque: [u8; 0],
+}
+
+/// A server as the C API keeps it (in [`SERVERS`]).
+pub(crate) struct ServerState {
+    poison: Poison,
     port: u16,
-    // Dropped by `echo_server_stop`, which keeps the header's memory for a while
-    // (`guard::retire`) so a stopped handle reads as dead.
-    shared: ManuallyDrop<Arc<Shared>>,
-    kind: ManuallyDrop<Kind>,
+    /// `handle::forks()` when made: a forked child may only release it.
+    forks: u32,
+    shared: Arc<Shared>,
+    kind: Kind,
 }
 
 enum Kind {
     Threaded(EchoServer),
     Attached {
-        worker: Rc<Worker>,
-        r#loop: *mut epoll_loop,
+        /// Taken by `echo_server_stop`, or by `epoll_loop_free` of the loop.
+        worker: RefCell<Option<Rc<Worker>>>,
+        /// The loop's handle (it may be freed first).
+        lp: Handle,
     },
 }
 
-impl Object for echo_server {
-    const MAGIC: u64 = 0x6563_686f_5372_7672; // "echoSrvr"
-    fn header(&self) -> &ObjectHeader {
-        &self.header
+/// Every echo server. `port`, `forks`, `shared` (atomics) and `poison` may be
+/// read from any thread; an attached server's `worker` is touched only under
+/// its loop's owner check; a threaded server's `EchoServer` only by the one
+/// `echo_server_stop` that removed the handle.
+static SERVERS: Table<ServerState> = Table::new(handle::TAG_SERVER);
+
+/// `epoll_loop_free` of the loop server `h` is attached to (its owner check
+/// held): the server stops serving at once, without logging; its handle stays
+/// for `echo_server_stop`, which then only releases it.
+pub(crate) fn server_loop_freed(h: Handle) {
+    let Some(st) = SERVERS.get(h) else { return };
+    if let Kind::Attached { worker, .. } = &st.kind {
+        let w = worker.borrow_mut().take();
+        if let Some(w) = w {
+            w.silence();
+        }
     }
+}
+
+/// Runs `f` on the live server behind `srv` (any thread: it only reads
+/// `port` and `shared`), inside the panic boundary.
+fn with_server(
+    srv: *const echo_server,
+    f: impl FnOnce(&ServerState) -> Result<c_int, Errno>,
+) -> c_int {
+    let Some(st) = SERVERS.get(handle::from_ptr(srv)) else {
+        return -libc::EINVAL;
+    };
+    if st.forks != handle::forks() {
+        return EFORKED.to_negative();
+    }
+    guarded(&st.poison, || f(&st))
+}
+
+fn new_server(port: u16, shared: Arc<Shared>, kind: Kind) -> Result<Handle, Errno> {
+    SERVERS.insert(Box::new(ServerState {
+        poison: Poison::default(),
+        port,
+        forks: handle::forks(),
+        shared,
+        kind,
+    }))
 }
 
 const DEFAULT_HOST: &CStr = c"127.0.0.1";
 
-/// Fills `*cfg` with the defaults (the tutorial's: 127.0.0.1:8888, backlog 10, one
+/// The first published layout ended after `log_user_data`.
+const CONFIG_FIRST_SIZE: usize = 64;
+
+/// Where each field of `echo_server_config` ends, in order.
+const CONFIG_FIELD_ENDS: [usize; 11] = {
+    use std::mem::{offset_of, size_of};
+    type C = echo_server_config;
+    [
+        offset_of!(C, struct_size) + size_of::<u32>(),
+        offset_of!(C, host) + size_of::<*const c_char>(),
+        offset_of!(C, port) + size_of::<u16>(),
+        offset_of!(C, backlog) + size_of::<c_int>(),
+        offset_of!(C, threads) + size_of::<u32>(),
+        offset_of!(C, max_connections) + size_of::<u32>(),
+        offset_of!(C, idle_timeout_ms) + size_of::<u32>(),
+        offset_of!(C, max_pending_bytes) + size_of::<usize>(),
+        offset_of!(C, log) + size_of::<echo_server_log_fn>(),
+        offset_of!(C, log_user_data) + size_of::<*mut c_void>(),
+        offset_of!(C, log_level) + size_of::<c_int>(),
+    ]
+};
+
+const _: () = assert!(CONFIG_FIELD_ENDS[9] == CONFIG_FIRST_SIZE);
+
+/// The defaults `echo_server_config_init` writes (and fields an older
+/// program's smaller struct lacks take).
+fn default_config() -> echo_server_config {
+    let d = EchoConfig::default();
+    echo_server_config {
+        struct_size: std::mem::size_of::<echo_server_config>() as u32,
+        host: DEFAULT_HOST.as_ptr(),
+        port: d.port,
+        backlog: d.backlog,
+        threads: d.threads,
+        max_connections: d.max_connections,
+        idle_timeout_ms: d.idle_timeout_ms,
+        max_pending_bytes: d.max_pending_bytes,
+        log: None,
+        log_user_data: std::ptr::null_mut(),
+        log_level: EPOLL_LOOP_LOG_INFO,
+    }
+}
+
+/// Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
+/// `SOMAXCONN` (not the tutorial's 10, too short for a burst of clients), one
 /// thread, no connection limit, no idle timeout, 256 KiB pending cap, no log,
 /// log level `EPOLL_LOOP_LOG_INFO`) and sets `struct_size`.
 /// Returns: nothing. `cfg` NULL is ignored.
@@ -130,22 +239,8 @@ pub unsafe extern "C" fn echo_server_config_init(cfg: *mut echo_server_config) {
         if cfg.is_null() {
             return 0;
         }
-        let d = EchoConfig::default();
-        let c = echo_server_config {
-            struct_size: std::mem::size_of::<echo_server_config>() as u32,
-            host: DEFAULT_HOST.as_ptr(),
-            port: d.port,
-            backlog: d.backlog,
-            threads: d.threads,
-            max_connections: d.max_connections,
-            idle_timeout_ms: d.idle_timeout_ms,
-            max_pending_bytes: d.max_pending_bytes,
-            log: None,
-            log_user_data: std::ptr::null_mut(),
-            log_level: EPOLL_LOOP_LOG_INFO,
-        };
         // SAFETY: non-NULL, and per the contract writable for one config.
-        unsafe { write_out(cfg, c) };
+        unsafe { write_out(cfg, default_config()) };
         0
     });
 }
@@ -170,7 +265,8 @@ unsafe impl Send for CLog {}
 // SAFETY: as above; with threads > 1 it may be called concurrently, as documented.
 unsafe impl Sync for CLog {}
 
-/// Reads and validates a C config.
+/// Reads and validates a C config (of any `struct_size` the struct's docs
+/// accept: see `read_sized`).
 ///
 /// # Safety
 /// `cfg` is NULL or points to at least `struct_size` readable bytes.
@@ -178,13 +274,10 @@ unsafe fn read_config(cfg: *const echo_server_config) -> Result<EchoConfig, Errn
     if cfg.is_null() {
         return Err(Errno::EINVAL);
     }
-    // SAFETY: non-NULL; `struct_size` is the first field of every version.
-    let size = unsafe { std::ptr::addr_of!((*cfg).struct_size).read() } as usize;
-    if size < std::mem::size_of::<echo_server_config>() {
-        return Err(Errno::EINVAL);
-    }
-    // SAFETY: the caller's struct is at least as large as ours (checked above).
-    let c = unsafe { cfg.read() };
+    // SAFETY: non-NULL, with `struct_size` readable bytes of a config, per the contract.
+    let c = unsafe {
+        super::error::read_sized(cfg, default_config(), CONFIG_FIRST_SIZE, &CONFIG_FIELD_ENDS)
+    }?;
     let host = if c.host.is_null() {
         "127.0.0.1".to_owned()
     } else {
@@ -214,22 +307,18 @@ unsafe fn read_config(cfg: *const echo_server_config) -> Result<EchoConfig, Errn
     })
 }
 
-fn boxed(port: u16, shared: Arc<Shared>, kind: Kind) -> *mut echo_server {
-    Box::into_raw(Box::new(echo_server {
-        header: ObjectHeader::new(echo_server::MAGIC),
-        port,
-        shared: ManuallyDrop::new(shared),
-        kind: ManuallyDrop::new(kind),
-    }))
-}
-
 /// Starts an echo server on its own thread(s) (`cfg->threads` loops sharing the
 /// port through `SO_REUSEPORT`); it is listening when this returns.
 /// Returns: 0, and the server in `*out`.
-/// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` too small, `threads` 0,
-/// `max_pending_bytes` 0, host not UTF-8), `-ENOENT` (host does not resolve),
-/// `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`, `-EAGAIN`
-/// (no thread could be started). On error nothing is left running or open.
+/// Errors: `-EINVAL` (`cfg` or `out` NULL, `struct_size` below 64, `threads` 0,
+/// `max_pending_bytes` 0, host not UTF-8), `EPOLL_LOOP_EAI_*` (the host name
+/// did not resolve: `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...),
+/// `-E2BIG` (`struct_size` larger than this library's struct with a non-zero
+/// byte past it, or above 4096: the program sets a field this version does not
+/// know), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`, `-ENOMEM`,
+/// `-EAGAIN` (no thread could be started). On error nothing is left running or
+/// open. `struct_size` from 64 up to this library's size reads the fields
+/// inside it and defaults the rest (see `echo_server_config`).
 /// Ownership: the caller owns `*out` and releases it with `echo_server_stop`; the
 /// library copies what it needs from `cfg` (including `host`).
 /// Thread safety: safe from any thread.
@@ -247,11 +336,16 @@ pub unsafe extern "C" fn echo_server_start(
             Ok(c) => c,
             Err(e) => return e.to_negative(),
         };
-        match EchoServer::start(cfg) {
-            Ok(srv) => {
-                let (port, shared) = (srv.port(), srv.shared().clone());
+        let srv = match EchoServer::start(cfg) {
+            Ok(s) => s,
+            Err(e) => return e.to_negative(),
+        };
+        let (port, shared) = (srv.port(), srv.shared().clone());
+        // On failure the server is dropped, which stops its threads.
+        match new_server(port, shared, Kind::Threaded(srv)) {
+            Ok(h) => {
                 // SAFETY: `out` is non-NULL and writable.
-                unsafe { write_out(out, boxed(port, shared, Kind::Threaded(srv))) };
+                unsafe { write_out(out, handle::to_ptr(h)) };
                 0
             }
             Err(e) => e.to_negative(),
@@ -274,19 +368,31 @@ pub unsafe extern "C" fn echo_server_attach(
     cfg: *const echo_server_config,
     out: *mut *mut echo_server,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            if out.is_null() {
-                return Err(Errno::EINVAL);
+    with_loop(r#loop, false, |st, lh| {
+        if out.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: NULL or a config of at least struct_size bytes, per the contract.
+        let cfg = unsafe { read_config(cfg) }?;
+        let (worker, port) = Worker::attach(st.core(), cfg)?;
+        let shared = worker.shared().clone();
+        let kind = Kind::Attached {
+            worker: RefCell::new(Some(worker.clone())),
+            lp: lh,
+        };
+        let h = match new_server(port, shared, kind) {
+            Ok(h) => h,
+            Err(e) => {
+                worker.silence();
+                worker.begin_stop(st.core());
+                return Err(e);
             }
-            let cfg = read_config(cfg)?;
-            let (worker, port) = Worker::attach(h.core(), cfg)?;
-            let shared = worker.shared().clone();
-            write_out(out, boxed(port, shared, Kind::Attached { worker, r#loop }));
-            Ok(0)
-        })
-    }
+        };
+        st.add_server(h);
+        // SAFETY: `out` is non-NULL and, per the contract, writable.
+        unsafe { write_out(out, handle::to_ptr(h)) };
+        Ok(0)
+    })
 }
 
 /// The port the server listens on (useful after configuring port 0).
@@ -296,8 +402,7 @@ pub unsafe extern "C" fn echo_server_attach(
 /// Thread safety: any thread for a started server; the loop's thread for an attached one.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn echo_server_port(srv: *const echo_server) -> c_int {
-    // SAFETY: NULL or a server from echo_server_start/attach (checked by with_object).
-    unsafe { with_object(srv, |s| Ok(c_int::from(s.port))) }
+    with_server(srv, |s| Ok(c_int::from(s.port)))
 }
 
 /// Fills `*out` with the server's counters (summed over its threads).
@@ -310,27 +415,25 @@ pub unsafe extern "C" fn echo_server_get_stats(
     srv: *const echo_server,
     out: *mut echo_server_stats,
 ) -> c_int {
-    // SAFETY: NULL or a server from echo_server_start/attach (checked by with_object).
-    unsafe {
-        with_object(srv, |s| {
-            if out.is_null() {
-                return Err(Errno::EINVAL);
-            }
-            let t = &s.shared.stats;
-            let st = echo_server_stats {
-                accepted: TcpStats::get(&t.accepted),
-                active: TcpStats::get(&t.active),
-                closed: TcpStats::get(&t.closed),
-                rejected: TcpStats::get(&t.rejected),
-                bytes_in: TcpStats::get(&t.bytes_in),
-                bytes_out: TcpStats::get(&t.bytes_out),
-                idle_timeouts: TcpStats::get(&t.idle_timeouts),
-                accept_errors: TcpStats::get(&t.accept_errors),
-            };
-            write_out(out, st);
-            Ok(0)
-        })
-    }
+    with_server(srv, |s| {
+        if out.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        let t = &s.shared.stats;
+        let st = echo_server_stats {
+            accepted: TcpStats::get(&t.accepted),
+            active: TcpStats::get(&t.active),
+            closed: TcpStats::get(&t.closed),
+            rejected: TcpStats::get(&t.rejected),
+            bytes_in: TcpStats::get(&t.bytes_in),
+            bytes_out: TcpStats::get(&t.bytes_out),
+            idle_timeouts: TcpStats::get(&t.idle_timeouts),
+            accept_errors: TcpStats::get(&t.accept_errors),
+        };
+        // SAFETY: non-NULL out-pointer, writable per the contract.
+        unsafe { write_out(out, st) };
+        Ok(0)
+    })
 }
 
 /// Stops the server gracefully and frees it: stops accepting, lets every
@@ -339,12 +442,20 @@ pub unsafe extern "C" fn echo_server_get_stats(
 /// A started server: its threads finish all of that before this returns.
 /// An attached server: this closes the listener and starts the flush; connections
 /// with pending bytes finish as the caller keeps driving the loop (they are
-/// closed at once if the loop is freed first).
+/// closed at once if the loop is freed first). After this returns, the
+/// server's log callback is never called again (lingering connections close
+/// silently), so `log_user_data` may be freed. An attached server whose loop
+/// was freed first was ended by `epoll_loop_free`; this then only releases
+/// the handle. In a process forked from the one that started the server, this
+/// only releases the child's copy of the handle (the server keeps running in
+/// the parent; the child touches none of its threads or descriptors).
 /// Returns: 0. `echo_server_stop(NULL)` is a no-op returning 0.
-/// Errors: `-EINVAL` (not a live server, e.g. stopped twice, detected on a
-/// best-effort basis; or an attached server whose loop was freed), `-EDEADLK`
-/// (a started server stopped from its own log callback, which would wait for
-/// itself; nothing is stopped).
+/// Errors: `-EINVAL` (not a live server: stopped already, also by another
+/// thread racing this call, or from the server's own log callback while a stop
+/// runs: of two racing stops exactly one returns 0), `-EDEADLK` (a started
+/// server stopped from its own log callback, which would wait for itself;
+/// nothing is stopped), `-EBUSY` (an attached server, while another thread is
+/// inside a call on its loop).
 /// Ownership: `srv` is invalid after a 0 return.
 /// Thread safety: a started server from any thread except its own threads; an
 /// attached one on its loop's thread (inside its callbacks too).
@@ -354,41 +465,69 @@ pub unsafe extern "C" fn echo_server_stop(srv: *mut echo_server) -> c_int {
         if srv.is_null() {
             return 0;
         }
-        // SAFETY: non-NULL, and per the contract a server this library allocated.
-        let s = unsafe { &*srv };
-        if !s.header.is_live(echo_server::MAGIC) {
+        let h = handle::from_ptr(srv);
+        let Some(st) = SERVERS.get(h) else {
             return -libc::EINVAL;
-        }
-        if let Kind::Threaded(server) = &*s.kind
-            && server.is_own_thread()
-        {
-            return -libc::EDEADLK;
-        }
-        if let Kind::Attached { worker, r#loop } = &*s.kind {
-            // SAFETY: the attached loop must outlive the server (documented);
-            // with_object checks it is still live.
-            let r = unsafe {
-                with_object(*r#loop as *const epoll_loop, |h| {
-                    worker.begin_stop(h.core());
-                    Ok(0)
-                })
+        };
+        if st.forks != handle::forks() {
+            // A forked child: the server's threads are not here and its fds
+            // are the parent's. Release the handle and nothing else.
+            drop(st);
+            return match SERVERS.remove(h, true) {
+                Some(state) => {
+                    std::mem::forget(state);
+                    0
+                }
+                None => -libc::EINVAL,
             };
-            if r < 0 {
-                return r;
+        }
+        match &st.kind {
+            Kind::Threaded(server) => {
+                if server.is_own_thread() {
+                    return -libc::EDEADLK;
+                }
+                drop(st);
+                // One compare-and-swap decides between racing callers.
+                let Some(state) = SERVERS.remove(h, false) else {
+                    return -libc::EINVAL;
+                };
+                if let Kind::Threaded(mut server) = state.kind {
+                    server.stop();
+                }
+                0
+            }
+            Kind::Attached { lp, .. } => {
+                let lp = *lp;
+                drop(st);
+                let Some(loop_state) = LOOPS.get(lp) else {
+                    // The loop was freed first, which ended the server.
+                    return if SERVERS.remove(h, false).is_some() {
+                        0
+                    } else {
+                        -libc::EINVAL
+                    };
+                };
+                let _owned = match loop_state.enter(false) {
+                    Ok(o) => o,
+                    Err(e) => return e.to_negative(),
+                };
+                let Some(state) = SERVERS.remove(h, false) else {
+                    return -libc::EINVAL;
+                };
+                if let Kind::Attached { worker, .. } = &state.kind {
+                    let w = worker.borrow_mut().take();
+                    if let Some(w) = w {
+                        // May log "client close" (user code: a nested
+                        // `_stop` now sees a stale handle, a nested
+                        // `epoll_loop_free` is refused with EBUSY).
+                        w.begin_stop(loop_state.core());
+                        w.silence();
+                    }
+                }
+                loop_state.remove_server(h);
+                drop(state);
+                0
             }
         }
-        s.header.kill();
-        // SAFETY: allocated by Box::into_raw in `boxed`, live, and now ours alone.
-        // Its contents are dropped once, in declaration order; the header stays.
-        unsafe {
-            let owned = &mut *srv;
-            if let Kind::Threaded(server) = &mut *owned.kind {
-                server.stop();
-            }
-            ManuallyDrop::drop(&mut owned.shared);
-            ManuallyDrop::drop(&mut owned.kind);
-            guard::retire(srv);
-        }
-        0
     })
 }

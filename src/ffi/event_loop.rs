@@ -1,11 +1,13 @@
 //! `epoll_loop`: the loop object of the C API.
 
-use super::guard::{self, Object, ObjectHeader, boundary, with_object, write_out};
+use super::guard::{boundary, code, guarded, write_out};
+use super::handle::{self, EFORKED, Handle, Poison, Table};
 use crate::event_loop::{self as core, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
 use crate::sys::{self, Errno};
 use crate::tcp::TcpContext;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashSet;
 use std::ffi::{c_int, c_void};
-use std::mem::ManuallyDrop;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,79 +39,94 @@ pub const EPOLL_LOOP_ET: u32 = 0x8000_0000;
 
 /// An event loop: an epoll set, its registrations and callbacks, timers and a
 /// waker. Opaque; create with `epoll_loop_new` or `epoll_loop_from_fd`, free with
-/// `epoll_loop_free`.
+/// `epoll_loop_free`. The pointer is a handle, not an address: a freed loop's
+/// handle is refused (`-EINVAL`) for certain, however long after.
 ///
-/// Lifetime: from `_new` until `_free`. Thread safety: one thread drives a loop
-/// (`_poll`/`_run` and every other call); only `epoll_loop_stop`,
-/// `epoll_loop_wake` and `epoll_loop_post` may be called from other threads
-/// (the first two from signal handlers too). A call from another thread while
-/// `_poll`/`_run` runs is refused with `-EBUSY`.
+/// Lifetime: from `_new` until `_free`. Thread safety: one thread at a time
+/// drives a loop (`_poll`/`_run` and every other call, and the calls on its
+/// connections, listeners and attached servers); a call while another thread
+/// is inside a call on the same loop is refused with `-EBUSY`. A loop that no
+/// thread is using may move to another thread. Only `epoll_loop_stop`,
+/// `epoll_loop_wake` and `epoll_loop_post` may be called from other threads at
+/// any time (the first two from signal handlers too).
 pub struct epoll_loop {
-    header: ObjectHeader,
-    /// The thread inside `_poll`/`_run` (`sys::current_thread`), 0 when none.
+    _opaque: [u8; 0],
+}
+
+/// A loop as the C API keeps it (in [`LOOPS`]).
+pub(crate) struct LoopState {
+    poison: Poison,
+    /// The thread inside a call on this loop (`sys::current_thread`), 0 when
+    /// none: the owner check.
     owner: AtomicUsize,
-    // The rest is dropped by `epoll_loop_free`, which keeps the header's memory
-    // for a while (`guard::retire`) so a freed handle reads as dead.
-    remote: ManuallyDrop<Arc<Remote>>,
-    core: ManuallyDrop<EventLoop>,
+    /// `handle::forks()` when the loop was made: a forked child refuses it.
+    forks: u32,
+    remote: Arc<Remote>,
+    core: EventLoop,
     /// The read buffer and counters shared by this loop's C connections.
-    tcp: ManuallyDrop<std::cell::OnceCell<Rc<TcpContext>>>,
+    tcp: OnceCell<Rc<TcpContext>>,
+    /// Handles of the live C connections on this loop, told at `_free`.
+    conns: RefCell<HashSet<Handle>>,
+    /// Handles of the echo servers attached to this loop, stopped at `_free`.
+    servers: RefCell<Vec<Handle>>,
 }
 
-impl Object for epoll_loop {
-    const MAGIC: u64 = 0x6570_6f6c_6c4c_6f6f; // "epollLoo"
-    fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
+/// Every loop. A [`LoopState`] is reached by other threads only through
+/// `remote` (`Sync`), `owner` and `poison` (atomics) and `forks` (immutable):
+/// everything else only by the thread that holds the owner check.
+pub(crate) static LOOPS: Table<LoopState> = Table::new(handle::TAG_LOOP);
 
-    /// `EBUSY` while another thread runs the loop: a relaxed load and a compare
-    /// on every call, nothing more. Not caught: a call racing with the very
-    /// start of `_poll`/`_run` on the other thread, or made while that thread
-    /// is between two polls.
-    #[inline]
-    fn check_caller(&self) -> Result<(), Errno> {
-        let owner = self.owner.load(Ordering::Relaxed);
-        if owner != 0 && owner != sys::current_thread() {
-            return Err(Errno::EBUSY);
-        }
-        Ok(())
-    }
-}
-
-/// Marks a loop as run by the calling thread while `_poll`/`_run` is inside;
-/// restores the previous mark on return and on unwind (a nested, refused
-/// `_poll` from a callback restores the same thread).
-struct Owner<'a> {
+/// The owner check held for one call (see [`LoopState::enter`]).
+pub(crate) struct Owned<'a> {
     owner: &'a AtomicUsize,
-    prev: usize,
+    taken: bool,
 }
 
-impl<'a> Owner<'a> {
-    fn enter(owner: &'a AtomicUsize) -> Owner<'a> {
-        let prev = owner.swap(sys::current_thread(), Ordering::Relaxed);
-        Owner { owner, prev }
-    }
-}
-
-impl Drop for Owner<'_> {
+impl Drop for Owned<'_> {
     fn drop(&mut self) {
-        self.owner.store(self.prev, Ordering::Relaxed);
+        if self.taken {
+            self.owner.store(0, Ordering::Release);
+        }
     }
 }
 
-impl epoll_loop {
-    fn boxed(core: EventLoop) -> *mut epoll_loop {
-        let remote = core.remote().clone();
-        Box::into_raw(Box::new(epoll_loop {
-            header: ObjectHeader::new(Self::MAGIC),
-            owner: AtomicUsize::new(0),
-            remote: ManuallyDrop::new(remote),
-            core: ManuallyDrop::new(core),
-            tcp: ManuallyDrop::new(std::cell::OnceCell::new()),
-        }))
+impl LoopState {
+    /// The owner check: makes the calling thread the loop's owner for the
+    /// length of a call, or refuses. A call made inside another call on this
+    /// loop on the same thread (from a callback) is nested and allowed, except
+    /// an `exclusive` one (`_poll`, `_run`, `_free`), which is `EBUSY` there.
+    /// A call while another thread is inside one is `EBUSY`; a loop made
+    /// before a `fork()`, in the child, `EPOLL_LOOP_EFORKED`. One load and, when
+    /// not nested, one compare-and-swap.
+    pub(crate) fn enter(&self, exclusive: bool) -> Result<Owned<'_>, Errno> {
+        if self.forks != handle::forks() {
+            return Err(EFORKED);
+        }
+        let me = sys::current_thread();
+        if self.owner.load(Ordering::Relaxed) == me {
+            if exclusive {
+                return Err(Errno::EBUSY);
+            }
+            return Ok(Owned {
+                owner: &self.owner,
+                taken: false,
+            });
+        }
+        self.owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| Errno::EBUSY)?;
+        Ok(Owned {
+            owner: &self.owner,
+            taken: true,
+        })
     }
 
-    /// The Rust loop behind a handle (for layers built on the C object).
+    /// True when this loop was made before the latest `fork()` (we are a child).
+    pub(crate) fn is_parents(&self) -> bool {
+        self.forks != handle::forks()
+    }
+
+    /// The Rust loop (for layers built on the C object).
     pub(crate) fn core(&self) -> &EventLoop {
         &self.core
     }
@@ -120,6 +137,94 @@ impl epoll_loop {
             .get_or_init(|| TcpContext::new(Default::default()))
             .clone()
     }
+
+    /// Records a live C connection (told at `_free`).
+    pub(crate) fn add_conn(&self, h: Handle) {
+        self.conns.borrow_mut().insert(h);
+    }
+
+    /// Forgets a C connection whose `on_close` was delivered.
+    pub(crate) fn remove_conn(&self, h: Handle) {
+        self.conns.borrow_mut().remove(&h);
+    }
+
+    /// Records an attached echo server (stopped at `_free`).
+    pub(crate) fn add_server(&self, h: Handle) {
+        self.servers.borrow_mut().push(h);
+    }
+
+    /// Forgets an attached echo server that was stopped.
+    pub(crate) fn remove_server(&self, h: Handle) {
+        self.servers.borrow_mut().retain(|&s| s != h);
+    }
+
+    /// `_free` in the process that made the loop, after its handle was removed:
+    /// runs what was posted, ends attached servers, delivers every connection's
+    /// `on_close`, then drops the rest (fds close, nothing else is called).
+    fn teardown(self: Box<Self>) {
+        for f in self.remote.close_posts() {
+            f(&self.core);
+        }
+        for s in self.servers.take() {
+            super::echo::server_loop_freed(s);
+        }
+        let conns: Vec<Handle> = self.conns.take().into_iter().collect();
+        for c in conns {
+            super::tcp::conn_loop_freed(c, true);
+        }
+        drop(self);
+    }
+
+    /// `_free` in a forked child: the epoll set, eventfd and sockets are shared
+    /// with the parent, so nothing may be done to them but closing this
+    /// process's copies; no callback runs (posts are dropped, connections get
+    /// no `on_close`), and locks the parent's threads may have held at the
+    /// fork are not taken.
+    fn abandon(self: Box<Self>) {
+        self.core.forget_posts_on_drop();
+        for s in self.servers.take() {
+            super::echo::server_loop_freed(s);
+        }
+        let conns: Vec<Handle> = self.conns.take().into_iter().collect();
+        for c in conns {
+            super::tcp::conn_loop_freed(c, false);
+        }
+        drop(self);
+    }
+}
+
+/// Runs `f` on the live loop behind `lp`, holding its owner check
+/// (`exclusive`: see [`LoopState::enter`]) inside the panic boundary.
+/// `EINVAL` for NULL or a handle that is not a live loop.
+pub(crate) fn with_loop(
+    lp: *const epoll_loop,
+    exclusive: bool,
+    f: impl FnOnce(&LoopState, Handle) -> Result<c_int, Errno>,
+) -> c_int {
+    let h = handle::from_ptr(lp);
+    let Some(st) = LOOPS.get(h) else {
+        return -libc::EINVAL;
+    };
+    let _owned = match st.enter(exclusive) {
+        Ok(o) => o,
+        Err(e) => return e.to_negative(),
+    };
+    guarded(&st.poison, || f(&st, h))
+}
+
+fn new_loop(core: EventLoop) -> Result<*mut epoll_loop, Errno> {
+    let remote = core.remote().clone();
+    let h = LOOPS.insert(Box::new(LoopState {
+        poison: Poison::default(),
+        owner: AtomicUsize::new(0),
+        forks: handle::forks(),
+        remote,
+        core,
+        tcp: OnceCell::new(),
+        conns: RefCell::new(HashSet::new()),
+        servers: RefCell::new(Vec::new()),
+    }))?;
+    Ok(handle::to_ptr(h))
 }
 
 /// Called when a registered fd is ready.
@@ -176,8 +281,11 @@ pub unsafe extern "C" fn epoll_loop_new(out: *mut *mut epoll_loop) -> c_int {
             return -libc::EINVAL;
         }
         match EventLoop::new() {
-            // SAFETY: `out` is non-NULL and, per the contract, writable.
-            Ok(core) => unsafe { write_out(out, epoll_loop::boxed(core)) },
+            Ok(core) => match new_loop(core) {
+                // SAFETY: `out` is non-NULL and, per the contract, writable.
+                Ok(lp) => unsafe { write_out(out, lp) },
+                Err(e) => return e.to_negative(),
+            },
             Err(e) => return e.to_negative(),
         }
         0
@@ -207,8 +315,11 @@ pub unsafe extern "C" fn epoll_loop_from_fd(epfd: c_int, out: *mut *mut epoll_lo
         // SAFETY: the caller hands us `epfd`; if adoption fails it is released unclosed.
         let owned = unsafe { sys::owned_fd(epfd) };
         match EventLoop::from_fd(owned) {
-            // SAFETY: `out` is non-NULL and writable.
-            Ok(core) => unsafe { write_out(out, epoll_loop::boxed(core)) },
+            Ok(core) => match new_loop(core) {
+                // SAFETY: `out` is non-NULL and writable.
+                Ok(lp) => unsafe { write_out(out, lp) },
+                Err(e) => return e.to_negative(),
+            },
             Err((e, fd)) => {
                 let _ = fd.into_raw_fd();
                 return e.to_negative();
@@ -228,49 +339,80 @@ pub unsafe extern "C" fn epoll_loop_from_fd(epfd: c_int, out: *mut *mut epoll_lo
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_fileno(r#loop: *const epoll_loop) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe { with_object(r#loop, |h| Ok(h.core.fileno())) }
+    with_loop(r#loop, false, |st, _| Ok(st.core.fileno()))
 }
 
-/// Frees a loop (`.close()`): closes its epoll descriptor and waker and drops every
-/// registration and timer without calling them. Registered fds are not closed.
+/// Frees a loop (`.close()`): closes its epoll descriptor and waker.
 ///
+/// What the loop still holds is released in this order, on the calling thread,
+/// before this returns: functions posted with `epoll_loop_post` and not yet run
+/// are run (each exactly once, as if in one last iteration; `loop` is already
+/// invalid for them, so calls on it return `-EINVAL`); echo servers attached to
+/// the loop stop serving (close their connections without logging; their
+/// handles stay valid for `echo_server_stop`, which then only releases them);
+/// every open connection gets its `on_close`, with `-ECANCELED` (or the error it
+/// was already closed with, if that was not delivered yet), so per-connection
+/// `user_data` can be released there; then registrations, timers and signal
+/// watches are dropped without calling them (their fds, ids and `user_data`
+/// are the caller's), and every socket of the stream layer is closed.
+/// Listener handles stay valid for `epoll_loop_listener_close`. Registered fds
+/// are not closed.
+///
+/// In a process forked from the one that made the loop, this only releases the
+/// child's copy: it closes the child's descriptors (the parent's epoll set,
+/// eventfd and sockets are untouched) and runs no callback.
 /// Returns: 0. `epoll_loop_free(NULL)` is a no-op returning 0.
-/// Errors: `-EBUSY` (called from one of this loop's callbacks: free it after
-/// `_poll`/`_run` returns; or from another thread while the loop runs),
-/// `-EINVAL` (not a live loop, e.g. freed twice: certain for the 256 most
-/// recently freed handles, whose memory is kept, best effort beyond). A loop
-/// poisoned by an internal panic can still be freed.
+/// Errors: `-EBUSY` (called from inside a call on this loop, e.g. one of its
+/// callbacks, an echo server's log callback run by `echo_server_attach`/
+/// `_stop`, or `on_close`: free it after `_poll`/`_run` returns; or while
+/// another thread is inside a call on this loop), `-EINVAL` (not a live loop,
+/// e.g. freed twice: certain). A loop poisoned by an internal panic can still be
+/// freed.
 /// Ownership: `loop` is invalid after a 0 return.
-/// Thread safety: loop thread, and no other thread may be calling
-/// `_stop`/`_wake`/`_post`.
+/// Thread safety: the thread that drives the loop. Other threads may still call
+/// `_stop`/`_wake`/`_post` meanwhile: they get 0 (and a post then runs during
+/// the free) or `-EINVAL`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_free(r#loop: *mut epoll_loop) -> c_int {
     boundary(|| {
         if r#loop.is_null() {
             return 0;
         }
-        // SAFETY: non-NULL, and per the contract a loop this library allocated.
-        let h = unsafe { &*r#loop };
-        if !h.header.is_live(epoll_loop::MAGIC) {
+        let h = handle::from_ptr(r#loop);
+        let Some(st) = LOOPS.get(h) else {
             return -libc::EINVAL;
+        };
+        if st.is_parents() {
+            // Forked from inside a call on this loop: that call is still on
+            // this thread's stack and would resume on freed memory.
+            if st.owner.load(Ordering::Relaxed) == sys::current_thread() {
+                return -libc::EBUSY;
+            }
+            drop(st);
+            return match LOOPS.remove(h, true) {
+                Some(state) => {
+                    state.abandon();
+                    0
+                }
+                None => -libc::EINVAL,
+            };
         }
-        // Another thread running it, or one of its own callbacks: not now.
-        if h.check_caller().is_err() || h.core.is_dispatching() {
-            return -libc::EBUSY;
+        match st.enter(true) {
+            // Keep the owner check for good: no other call on this loop can
+            // start now (calls on its connections from other threads get EBUSY),
+            // and `_stop`/`_wake`/`_post` only touch `remote`.
+            Ok(owned) => std::mem::forget(owned),
+            Err(e) => return e.to_negative(),
         }
-        h.header.kill();
-        // SAFETY: allocated by Box::into_raw in epoll_loop::boxed, live, and not in
-        // use by a dispatch; we are its only user now. Its contents are dropped in
-        // declaration order (as a plain drop would), each once; the header stays.
-        unsafe {
-            let h = &mut *r#loop;
-            ManuallyDrop::drop(&mut h.remote);
-            ManuallyDrop::drop(&mut h.core);
-            ManuallyDrop::drop(&mut h.tcp);
-            guard::retire(r#loop);
+        drop(st);
+        match LOOPS.remove(h, false) {
+            Some(state) => {
+                state.teardown();
+                0
+            }
+            // Only a caller holding the owner check gets here, so nobody else removed it.
+            None => -libc::EINVAL,
         }
-        0
     })
 }
 
@@ -297,8 +439,9 @@ fn io_callback(
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, unknown bits in `events`,
 /// or a combination the kernel refuses such as `_EXCLUSIVE|_ONESHOT`), `-EBADF`
 /// (`fd` negative or not open), `-EEXIST` (`fd` already registered on this loop),
-/// `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`,
-/// `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// `-EPERM` (`fd` cannot be polled: a regular file or directory), `-ENOSPC`
+/// (the epoll watch limit, `/proc/sys/fs/epoll/max_user_watches`), `-ENOMEM`,
+/// `-ENOTRECOVERABLE`.
 /// Ownership: the caller keeps owning `fd` and `user_data`. Unregister before
 /// closing: epoll watches the open file description, not the number.
 /// Thread safety: loop thread; allowed inside callbacks.
@@ -310,13 +453,10 @@ pub unsafe extern "C" fn epoll_loop_register(
     cb: epoll_loop_io_cb,
     user_data: *mut c_void,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            let cb = io_callback(r#loop, cb, user_data)?;
-            h.core.register(fd, events, cb).map(|()| 0)
-        })
-    }
+    with_loop(r#loop, false, |st, _| {
+        let cb = io_callback(r#loop, cb, user_data)?;
+        st.core.register(fd, events, cb).map(|()| 0)
+    })
 }
 
 /// Changes the events watched on a registered fd (`select.epoll.modify()`); the
@@ -327,7 +467,9 @@ pub unsafe extern "C" fn epoll_loop_register(
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, unknown bits), `-EBADF` (`fd`
 /// negative, or closed since it was registered), `-ENOENT` (not registered on this
-/// loop), `-ENOTRECOVERABLE`.
+/// loop, or closed and its number reused by another file), `-EPERM` (closed and
+/// its number reused by a file epoll cannot watch), `-ENOTRECOVERABLE`. A
+/// closed fd stays registered after such an error: `epoll_loop_unregister` it.
 /// Ownership: unchanged.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
@@ -336,13 +478,16 @@ pub unsafe extern "C" fn epoll_loop_modify(
     fd: c_int,
     events: u32,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe { with_object(r#loop, |h| h.core.modify(fd, events).map(|()| 0)) }
+    with_loop(r#loop, false, |st, _| {
+        st.core.modify(fd, events).map(|()| 0)
+    })
 }
 
 /// Stops watching `fd` (`select.epoll.unregister()`). Events for it already
 /// fetched in the current batch are not delivered. Succeeds even when `fd` was
-/// closed first, and frees its slot.
+/// closed first, and frees its slot, whatever its number refers to now
+/// (nothing, or another file, even one epoll cannot watch such as a regular
+/// file, a directory or `/dev/null`).
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed), `-EBADF` (`fd` negative), `-ENOENT`
 /// (not registered on this loop), `-ENOTRECOVERABLE`.
@@ -351,8 +496,7 @@ pub unsafe extern "C" fn epoll_loop_modify(
 /// Thread safety: loop thread; allowed inside callbacks (its own fd's too).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_unregister(r#loop: *mut epoll_loop, fd: c_int) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe { with_object(r#loop, |h| h.core.unregister(fd).map(|()| 0)) }
+    with_loop(r#loop, false, |st, _| st.core.unregister(fd).map(|()| 0))
 }
 
 /// Waits once for events and dispatches them (`select.epoll.poll()` plus callbacks).
@@ -371,15 +515,11 @@ pub unsafe extern "C" fn epoll_loop_unregister(r#loop: *mut epoll_loop, fd: c_in
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_poll(r#loop: *mut epoll_loop, timeout_ms: c_int) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            let _owner = Owner::enter(&h.owner);
-            h.core
-                .poll(timeout_ms)
-                .map(|n| n.min(c_int::MAX as usize) as c_int)
-        })
-    }
+    with_loop(r#loop, true, |st, _| {
+        st.core
+            .poll(timeout_ms)
+            .map(|n| n.min(c_int::MAX as usize) as c_int)
+    })
 }
 
 /// Polls until `epoll_loop_stop` is called or nothing is left to wait for (no fd
@@ -393,73 +533,57 @@ pub unsafe extern "C" fn epoll_loop_poll(r#loop: *mut epoll_loop, timeout_ms: c_
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_run(r#loop: *mut epoll_loop) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            let _owner = Owner::enter(&h.owner);
-            h.core.run().map(|exit| match exit {
-                RunExit::Idle => 0,
-                RunExit::Stopped => 1,
-            })
+    with_loop(r#loop, true, |st, _| {
+        st.core.run().map(|exit| match exit {
+            RunExit::Idle => 0,
+            RunExit::Stopped => 1,
         })
-    }
+    })
 }
 
-/// The thread-safe part of a loop, reached without touching the rest of it.
-/// `Err` holds the code to return: `-EINVAL` (NULL or not live) or
-/// `-ENOTRECOVERABLE` (poisoned by a panic: it refuses further work).
-///
-/// # Safety
-/// `lp` is NULL or a loop from `epoll_loop_new` that no thread is freeing.
-unsafe fn remote_of<'a>(lp: *const epoll_loop) -> Result<&'a Remote, c_int> {
-    if lp.is_null() {
-        return Err(-libc::EINVAL);
+/// Runs `f` with the thread-safe part of a live loop, from any thread: no
+/// owner check, only the handle (`EINVAL`), the fork check and the poison flag
+/// (`ENOTRECOVERABLE`). Async-signal-safe as long as `f` is.
+fn with_remote(lp: *const epoll_loop, f: impl FnOnce(&Remote) -> Result<(), Errno>) -> c_int {
+    let Some(st) = LOOPS.get(handle::from_ptr(lp)) else {
+        return -libc::EINVAL;
+    };
+    if st.is_parents() {
+        return EFORKED.to_negative();
     }
-    // SAFETY: non-NULL loop pointer; only the atomic header and the immutable,
-    // Sync `remote` field are read, so this does not race with the loop thread.
-    unsafe {
-        let header = &*std::ptr::addr_of!((*lp).header);
-        if !header.is_live(epoll_loop::MAGIC) {
-            return Err(-libc::EINVAL);
-        }
-        if header.is_poisoned() {
-            return Err(-libc::ENOTRECOVERABLE);
-        }
-        Ok(&***std::ptr::addr_of!((*lp).remote))
+    if st.poison.is_poisoned() {
+        return -libc::ENOTRECOVERABLE;
     }
+    boundary(|| code(f(&st.remote).map(|()| 0)))
 }
 
 /// Asks `epoll_loop_run` to return (with 1) after the current iteration, waking it
 /// if it is blocked. A stop requested while `_run` is not running is remembered
 /// and makes the next `_run` return at once.
 /// Returns: 0.
-/// Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
+/// Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
+/// it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, called in a forked
+/// child: the parent's loop is not stopped), `-ENOTRECOVERABLE`.
 /// Ownership: unchanged.
-/// Thread safety: safe from any thread and async-signal-safe (an atomic store and
-/// one `write(2)`), as long as the loop is not being freed concurrently.
+/// Thread safety: safe from any thread and async-signal-safe (atomics and one
+/// `write(2)`), even while another thread frees the loop.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_stop(r#loop: *mut epoll_loop) -> c_int {
-    // SAFETY: NULL or a live loop, per the contract.
-    match unsafe { remote_of(r#loop) } {
-        Ok(r) => boundary(|| super::guard::code(r.stop().map(|()| 0))),
-        Err(code) => code,
-    }
+    with_remote(r#loop, Remote::stop)
 }
 
 /// Makes a blocked `epoll_loop_poll` return (with 0 if nothing else happened).
 /// Wakes sent while the loop is not blocked are coalesced into one.
 /// Returns: 0.
-/// Errors: `-EINVAL` (`loop` NULL or freed), `-ENOTRECOVERABLE`.
+/// Errors: `-EINVAL` (`loop` NULL or freed, also while another thread frees
+/// it), `EPOLL_LOOP_EFORKED` (a loop of the parent process, in a forked child),
+/// `-ENOTRECOVERABLE`.
 /// Ownership: unchanged.
-/// Thread safety: safe from any thread and async-signal-safe, as long as the loop
-/// is not being freed concurrently.
+/// Thread safety: safe from any thread and async-signal-safe, even while another
+/// thread frees the loop.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_wake(r#loop: *mut epoll_loop) -> c_int {
-    // SAFETY: NULL or a live loop, per the contract.
-    match unsafe { remote_of(r#loop) } {
-        Ok(r) => boundary(|| super::guard::code(r.wake().map(|()| 0))),
-        Err(code) => code,
-    }
+    with_remote(r#loop, Remote::wake)
 }
 
 /// Starts a timer: `cb(loop, id, user_data)` runs after `after_ms` milliseconds,
@@ -480,23 +604,20 @@ pub unsafe extern "C" fn epoll_loop_timer_start(
     user_data: *mut c_void,
     out_id: *mut u64,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            let f = cb.ok_or(Errno::EINVAL)?;
-            let lp = r#loop;
-            let cb: TimerCallback = Rc::new(move |_: &EventLoop, id: u64| {
-                // SAFETY: the caller's callback, with its own loop and user_data.
-                f(lp, id, user_data)
-            });
-            let id = h.core.timer_start(after_ms, repeat_ms, cb);
-            if !out_id.is_null() {
-                // SAFETY: non-NULL out-pointer, writable per the contract.
-                write_out(out_id, id);
-            }
-            Ok(0)
-        })
-    }
+    with_loop(r#loop, false, |st, _| {
+        let f = cb.ok_or(Errno::EINVAL)?;
+        let lp = r#loop;
+        let cb: TimerCallback = Rc::new(move |_: &EventLoop, id: u64| {
+            // SAFETY: the caller's callback, with its own loop and user_data.
+            unsafe { f(lp, id, user_data) }
+        });
+        let id = st.core.timer_start(after_ms, repeat_ms, cb);
+        if !out_id.is_null() {
+            // SAFETY: non-NULL out-pointer, writable per the contract.
+            unsafe { write_out(out_id, id) };
+        }
+        Ok(0)
+    })
 }
 
 /// Stops a pending timer; its callback will not run again.
@@ -507,8 +628,9 @@ pub unsafe extern "C" fn epoll_loop_timer_start(
 /// Thread safety: loop thread; allowed inside callbacks (its own timer's too).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_timer_stop(r#loop: *mut epoll_loop, timer_id: u64) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe { with_object(r#loop, |h| h.core.timer_stop(timer_id).map(|()| 0)) }
+    with_loop(r#loop, false, |st, _| {
+        st.core.timer_stop(timer_id).map(|()| 0)
+    })
 }
 
 /// Fills `*out` with the loop's counters.
@@ -521,28 +643,25 @@ pub unsafe extern "C" fn epoll_loop_get_stats(
     r#loop: *const epoll_loop,
     out: *mut epoll_loop_stats,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            if out.is_null() {
-                return Err(Errno::EINVAL);
-            }
-            let s = h.core.stats();
-            let st = epoll_loop_stats {
-                iterations: s.iterations,
-                events: s.events,
-                callbacks: s.callbacks,
-                timers_fired: s.timers_fired,
-                callback_ns: s.callback_ns,
-                slowest_callback_ns: s.slowest_callback_ns,
-                registered: s.registered,
-                timers_pending: s.timers_pending,
-            };
-            // SAFETY: non-NULL out-pointer, writable per the contract.
-            write_out(out, st);
-            Ok(0)
-        })
-    }
+    with_loop(r#loop, false, |st, _| {
+        if out.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        let s = st.core.stats();
+        let stats = epoll_loop_stats {
+            iterations: s.iterations,
+            events: s.events,
+            callbacks: s.callbacks,
+            timers_fired: s.timers_fired,
+            callback_ns: s.callback_ns,
+            slowest_callback_ns: s.slowest_callback_ns,
+            registered: s.registered,
+            timers_pending: s.timers_pending,
+        };
+        // SAFETY: non-NULL out-pointer, writable per the contract.
+        unsafe { write_out(out, stats) };
+        Ok(0)
+    })
 }
 
 const _: () = {
@@ -569,8 +688,9 @@ pub mod testing {
     /// # Safety
     /// `lp` is a live loop from `epoll_loop_new`.
     pub unsafe fn panic_on_next_call(lp: *mut epoll_loop) {
-        // SAFETY: per the contract, `lp` is a live loop.
-        unsafe { (*lp).header.arm_panic() }
+        if let Some(st) = LOOPS.get(handle::from_ptr(lp)) {
+            st.poison.arm_panic();
+        }
     }
 }
 
@@ -590,12 +710,13 @@ pub type epoll_loop_post_cb =
 /// unblocked (running its handler or default action, e.g. terminating). Call this
 /// in the main thread before starting other threads (they inherit the mask).
 /// Returns: 0.
-/// Errors: `-EINVAL` (not a valid signal number).
+/// Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+/// nothing can block).
 /// Ownership: nothing.
 /// Thread safety: affects only the calling thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn epoll_loop_signal_block(signo: c_int) -> c_int {
-    boundary(|| super::guard::code(sys::signal::block(signo).map(|()| 0)))
+    boundary(|| code(sys::signal::block(signo).map(|()| 0)))
 }
 
 /// Calls `cb(loop, signo, user_data)` on the loop thread each time `signo`
@@ -606,9 +727,10 @@ pub extern "C" fn epoll_loop_signal_block(signo: c_int) -> c_int {
 /// read by one of them.
 /// Returns: 0.
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
-/// `SIGKILL`/`SIGSTOP`, or `signo` not blocked in the calling thread: block it
-/// with `epoll_loop_signal_block` first), `-EEXIST` (already watched on this
-/// loop), `-EMFILE`, `-ENOMEM`, `-ENOTRECOVERABLE`.
+/// `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+/// calling thread: block it with `epoll_loop_signal_block` first, in every
+/// thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+/// `-ENOTRECOVERABLE`.
 /// Ownership: the caller keeps owning `user_data`.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
@@ -618,22 +740,19 @@ pub unsafe extern "C" fn epoll_loop_signal_start(
     cb: epoll_loop_signal_cb,
     user_data: *mut c_void,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            let f = cb.ok_or(Errno::EINVAL)?;
-            let lp = r#loop;
-            h.core
-                .signal_start(
-                    signo,
-                    Rc::new(move |_: &EventLoop, s: i32| {
-                        // SAFETY: the caller's callback with its own loop and user data.
-                        f(lp, s, user_data)
-                    }),
-                )
-                .map(|()| 0)
-        })
-    }
+    with_loop(r#loop, false, |st, _| {
+        let f = cb.ok_or(Errno::EINVAL)?;
+        let lp = r#loop;
+        st.core
+            .signal_start(
+                signo,
+                Rc::new(move |_: &EventLoop, s: i32| {
+                    // SAFETY: the caller's callback with its own loop and user data.
+                    unsafe { f(lp, s, user_data) }
+                }),
+            )
+            .map(|()| 0)
+    })
 }
 
 /// Stops watching `signo` on this loop (the signal stays blocked).
@@ -644,8 +763,9 @@ pub unsafe extern "C" fn epoll_loop_signal_start(
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_signal_stop(r#loop: *mut epoll_loop, signo: c_int) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe { with_object(r#loop, |h| h.core.signal_stop(signo).map(|()| 0)) }
+    with_loop(r#loop, false, |st, _| {
+        st.core.signal_stop(signo).map(|()| 0)
+    })
 }
 
 /// The loop pointer and user data of a post, carried to the loop thread.
@@ -671,35 +791,31 @@ impl PostArgs {
 /// iteration, waking it if it is blocked. Functions posted from one thread run
 /// in posting order; each run counts as a callback.
 /// Returns: 0.
+/// Every post that returned 0 runs exactly once: normally in an iteration of
+/// the loop, or, if the loop is freed first, inside `epoll_loop_free` (on the
+/// thread that frees it, with `loop` already invalid for further calls).
 /// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
-/// is being freed: posts still queued when it is freed are dropped unrun).
+/// is being freed right now), `EPOLL_LOOP_EFORKED` (a loop of the parent
+/// process, in a forked child), `-ENOTRECOVERABLE`. After an error `cb` never
+/// runs: `user_data` is still the caller's to release.
 /// Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
-/// Thread safety: safe from any thread (takes a mutex: not async-signal-safe), as
-/// long as the loop is not freed concurrently.
+/// Thread safety: safe from any thread (takes a mutex: not async-signal-safe),
+/// even while another thread frees the loop.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_post(
     r#loop: *mut epoll_loop,
     cb: epoll_loop_post_cb,
     user_data: *mut c_void,
 ) -> c_int {
-    // SAFETY: NULL or a live loop, per the contract.
-    let remote = match unsafe { remote_of(r#loop) } {
-        Ok(r) => r,
-        Err(code) => return code,
+    let Some(f) = cb else {
+        return -libc::EINVAL;
     };
-    boundary(|| {
-        let Some(f) = cb else {
-            return -libc::EINVAL;
-        };
+    with_remote(r#loop, |remote| {
         let args = PostArgs {
             f,
             lp: r#loop,
             user_data,
         };
-        super::guard::code(
-            remote
-                .post(Box::new(move |_: &EventLoop| args.call()))
-                .map(|()| 0),
-        )
+        remote.post(Box::new(move |_: &EventLoop| args.call()))
     })
 }

@@ -15,6 +15,7 @@ pub mod echo;
 pub mod error;
 pub mod event_loop;
 pub(crate) mod guard;
+pub(crate) mod handle;
 pub mod tcp;
 pub mod version;
 

@@ -1,20 +1,24 @@
 //! `epoll_loop_listener` and `epoll_loop_conn`: the stream layer of the C API.
 //!
-//! A C connection handle is owned by its connection's handler (one per
-//! connection), which the Rust [`Conn`] owns; the handle refers back to the
-//! connection weakly. So the handle lives exactly as long as the connection:
-//! until `on_close` has been delivered, or until the loop is freed.
+//! A C connection is a [`CConn`] (the connection's handler: C callbacks, user
+//! data, the handle), owned by its Rust [`Conn`], and a handle in [`CONNS`]
+//! that points at the `CConn` and its loop. The handle lives until `on_close`
+//! has been delivered (or the loop is freed, which delivers it too), then the
+//! `CConn` removes it: a stale connection handle is `-EINVAL` for certain.
 //! `on_close` is delivered from a zero-delay loop timer, never from inside the
 //! call that caused it (`epoll_loop_conn_close` and friends), so a handle stays
 //! valid for the rest of the callback or function that closed it.
+//!
+//! A listener is a handle in [`LISTENERS`]; it names its loop by the loop's
+//! handle, so a listener whose loop was freed can still be closed.
 
-use super::event_loop::epoll_loop;
-use super::guard::{Object, ObjectHeader, with_object, write_out};
-use crate::echo::resolve;
+use super::event_loop::{LOOPS, LoopState, epoll_loop, with_loop};
+use super::guard::{guarded, write_out};
+use super::handle::{self, Handle, Poison, Table};
 use crate::event_loop::EventLoop;
 use crate::sys::{Errno, socket};
 use crate::tcp::{Conn, ConnHandler, Limits, Listener, TcpStats};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -46,82 +50,147 @@ pub struct epoll_loop_conn_callbacks {
     pub on_drain: Option<unsafe extern "C" fn(conn: *mut epoll_loop_conn, user_data: *mut c_void)>,
     /// The connection is closed: `error` is 0 after a clean close or the peer's
     /// EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-    /// timeout, else the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...).
-    /// Called exactly once, from the loop (never from inside the call that
-    /// closed it); the handle is invalid once it returns.
+    /// timeout, `-ECANCELED` when the loop was freed while it was open, else
+    /// the socket's `-errno` (`-ECONNREFUSED`, `-ECONNRESET`, ...). Called exactly
+    /// once, from the loop (never from inside the call that closed it) or from
+    /// `epoll_loop_free`; calls on the connection inside it return `-EPIPE`, and
+    /// the handle is invalid (`-EINVAL`) once it returns.
     pub on_close: Option<
         unsafe extern "C" fn(conn: *mut epoll_loop_conn, error: c_int, user_data: *mut c_void),
     >,
 }
 
 /// A buffered TCP connection on a loop. Opaque; made by `epoll_loop_tcp_connect`
-/// or by a listener, released by the library after its `on_close`.
+/// or by a listener, released by the library after its `on_close`. The
+/// pointer is a handle, not an address: after `on_close` returned, every call
+/// with it is `-EINVAL`, for certain.
 ///
-/// Lifetime: until `on_close` returns (or the loop is freed: then no callback
-/// runs). Thread safety: the loop's thread only.
+/// Lifetime: until `on_close` returns (`epoll_loop_free` delivers it to the
+/// connections still open). Thread safety: the loop's thread; a call while
+/// another thread is inside a call on the loop is refused with `-EBUSY`.
 pub struct epoll_loop_conn {
-    header: ObjectHeader,
-    conn: Cell<Option<Weak<Conn>>>,
-    user_data: Cell<*mut c_void>,
-    r#loop: *mut epoll_loop,
-}
-
-impl Object for epoll_loop_conn {
-    const MAGIC: u64 = 0x6570_6c43_6f6e_6e21; // "eplConn!"
-    fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
+    _opaque: [u8; 0],
 }
 
 /// A listening TCP socket on a loop. Opaque; made by `epoll_loop_tcp_listen`,
-/// released by `epoll_loop_listener_close`.
+/// released by `epoll_loop_listener_close`. The pointer is a handle: after
+/// `_listener_close` every call with it is `-EINVAL`, for certain.
 pub struct epoll_loop_listener {
-    header: ObjectHeader,
-    listener: Cell<Option<Weak<Listener>>>,
+    _opaque: [u8; 0],
+}
+
+/// Where a live connection handle leads: its handler and its loop. Both stay
+/// valid while the handle is live: a `CConn` removes its handle before it is
+/// dropped, and `epoll_loop_free` removes the handles of its connections
+/// before it drops the loop.
+pub(crate) struct ConnSlot {
+    cc: *const CConn,
+    lp: *const LoopState,
+}
+
+/// Every C connection. Other threads read only the two pointers (immutable)
+/// and the loop's owner check through them; the `CConn` is touched only under
+/// that check.
+static CONNS: Table<ConnSlot> = Table::new(handle::TAG_CONN);
+
+/// A listener as the C API keeps it (in [`LISTENERS`]).
+pub(crate) struct ListenerState {
+    poison: Poison,
+    listener: Weak<Listener>,
     limits: Rc<Cell<Limits>>,
     port: u16,
-    r#loop: *mut epoll_loop,
+    /// The loop's handle (the loop may be freed first).
+    lp: Handle,
+    /// `handle::forks()` when made.
+    forks: u32,
 }
 
-impl Object for epoll_loop_listener {
-    const MAGIC: u64 = 0x6570_6c4c_6973_746e; // "eplListn"
-    fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
-}
+/// Every listener. Only `lp` and `port` (immutable) and `poison` (atomic) are
+/// read without the loop's owner check; `listener` and `limits` are touched
+/// under it, or, once the loop is freed, by `_listener_close` alone.
+static LISTENERS: Table<ListenerState> = Table::new(handle::TAG_LISTENER);
 
-/// One connection's handler: the C callbacks and the C handle it owns.
+/// One connection's handler: the C callbacks, the user data and the handle.
 struct CConn {
     cbs: epoll_loop_conn_callbacks,
-    handle: Box<epoll_loop_conn>,
+    /// The handle, 0 once removed.
+    handle: Cell<Handle>,
+    lp: *const LoopState,
+    /// `handle::forks()` when made: dropped in a forked child, it must not wait
+    /// for the parent's threads.
+    forks: u32,
+    poison: Poison,
+    user_data: Cell<*mut c_void>,
+    conn: RefCell<Weak<Conn>>,
+    /// The status `on_close` will be called with, while its delivery is pending.
+    pending: Cell<Option<c_int>>,
+    /// `on_close` is being (or was) delivered: calls on the handle are `EPIPE`.
+    reported: Cell<bool>,
     /// Itself, so that `on_close` can keep the handler alive until delivery.
     me: Weak<CConn>,
 }
 
 impl CConn {
+    /// A handler with a new handle on the loop `lp` (recorded there).
     fn new(
         cbs: epoll_loop_conn_callbacks,
-        lp: *mut epoll_loop,
+        lp: &LoopState,
         user_data: *mut c_void,
-    ) -> Rc<CConn> {
-        Rc::new_cyclic(|me| CConn {
+    ) -> Result<Rc<CConn>, Errno> {
+        let cc = Rc::new_cyclic(|me| CConn {
             cbs,
-            handle: Box::new(epoll_loop_conn {
-                header: ObjectHeader::new(epoll_loop_conn::MAGIC),
-                conn: Cell::new(None),
-                user_data: Cell::new(user_data),
-                r#loop: lp,
-            }),
+            handle: Cell::new(0),
+            lp,
+            forks: handle::forks(),
+            poison: Poison::default(),
+            user_data: Cell::new(user_data),
+            conn: RefCell::new(Weak::new()),
+            pending: Cell::new(None),
+            reported: Cell::new(false),
             me: me.clone(),
-        })
+        });
+        let h = CONNS.insert(Box::new(ConnSlot {
+            cc: Rc::as_ptr(&cc),
+            lp,
+        }))?;
+        cc.handle.set(h);
+        lp.add_conn(h);
+        Ok(cc)
     }
 
     fn ptr(&self) -> *mut epoll_loop_conn {
-        std::ptr::from_ref::<epoll_loop_conn>(&self.handle).cast_mut()
+        handle::to_ptr(self.handle.get())
     }
 
     fn bind(&self, conn: &Rc<Conn>) {
-        self.handle.conn.set(Some(Rc::downgrade(conn)));
+        *self.conn.borrow_mut() = Rc::downgrade(conn);
+    }
+
+    /// Removes the handle (once): from now on it is stale.
+    fn retire(&self) {
+        let h = self.handle.replace(0);
+        if h == 0 {
+            return;
+        }
+        let in_child = self.forks != handle::forks();
+        drop(CONNS.remove(h, in_child));
+        if !in_child {
+            // SAFETY: the loop outlives its connections' handles (see `ConnSlot`).
+            unsafe { &*self.lp }.remove_conn(h);
+        }
+    }
+
+    /// Delivers `on_close(status)` (once), then retires the handle.
+    fn deliver_close(&self, status: c_int) {
+        if self.reported.replace(true) {
+            return;
+        }
+        self.pending.set(None);
+        if let Some(f) = self.cbs.on_close {
+            // SAFETY: the caller's callback with its handle, still live.
+            unsafe { f(self.ptr(), status, self.user_data.get()) }
+        }
+        self.retire();
     }
 }
 
@@ -129,67 +198,68 @@ impl ConnHandler for CConn {
     fn on_open(&self, _: &EventLoop, _: &Rc<Conn>) {
         if let Some(f) = self.cbs.on_open {
             // SAFETY: the caller's callback with its live handle and user data.
-            unsafe { f(self.ptr(), self.handle.user_data.get()) }
+            unsafe { f(self.ptr(), self.user_data.get()) }
         }
     }
 
     fn on_data(&self, _: &EventLoop, _: &Rc<Conn>, data: &[u8]) {
         if let Some(f) = self.cbs.on_data {
             // SAFETY: the caller's callback; `data` is valid for `len` bytes during the call.
-            unsafe {
-                f(
-                    self.ptr(),
-                    data.as_ptr(),
-                    data.len(),
-                    self.handle.user_data.get(),
-                )
-            }
+            unsafe { f(self.ptr(), data.as_ptr(), data.len(), self.user_data.get()) }
         }
     }
 
     fn on_eof(&self, _: &EventLoop, _: &Rc<Conn>) {
         if let Some(f) = self.cbs.on_data {
             // SAFETY: the caller's callback; NULL/0 is the documented EOF report.
-            unsafe { f(self.ptr(), std::ptr::null(), 0, self.handle.user_data.get()) }
+            unsafe { f(self.ptr(), std::ptr::null(), 0, self.user_data.get()) }
         }
     }
 
     fn on_drain(&self, _: &EventLoop, _: &Rc<Conn>) {
         if let Some(f) = self.cbs.on_drain {
             // SAFETY: the caller's callback with its live handle and user data.
-            unsafe { f(self.ptr(), self.handle.user_data.get()) }
+            unsafe { f(self.ptr(), self.user_data.get()) }
         }
     }
 
-    fn on_close(&self, lp: &EventLoop, conn: &Rc<Conn>, error: c_int) {
+    fn on_close(&self, lp: &EventLoop, _: &Rc<Conn>, error: c_int) {
         // Deliver from the loop, not from inside whatever closed the connection:
-        // the timer's closure keeps this handler (and so the handle) alive.
-        let _ = conn;
+        // the timer's closure keeps this handler alive until then. Should the
+        // loop be freed first, `conn_loop_freed` delivers the recorded status.
         let Some(me) = self.me.upgrade() else { return };
+        self.pending.set(Some(error));
         lp.timer_start(
             0,
             0,
-            Rc::new(move |_: &EventLoop, _| {
-                if let Some(f) = me.cbs.on_close {
-                    // SAFETY: the caller's callback with its handle, still live.
-                    unsafe { f(me.ptr(), error, me.handle.user_data.get()) }
-                }
-                me.handle.header.kill();
-                me.handle.conn.set(None);
-            }),
+            Rc::new(move |_: &EventLoop, _| me.deliver_close(error)),
         );
     }
 }
 
-/// Binds a new connection to its C handler (the `Conn` owns the handler, which
-/// owns the C handle; the handle refers back weakly).
-fn adopt(conn: &Rc<Conn>, cc: &Rc<CConn>) {
-    cc.bind(conn);
-}
-
 impl Drop for CConn {
     fn drop(&mut self) {
-        self.handle.header.kill();
+        self.retire();
+    }
+}
+
+/// `epoll_loop_free` on the loop of connection `h` (the loop is out of its
+/// table, its owner check held): delivers `on_close` with the status the
+/// connection was closed with, or `-ECANCELED` if it was open, and retires the
+/// handle. `deliver` false (a forked child): only retire it.
+pub(crate) fn conn_loop_freed(h: Handle, deliver: bool) {
+    let Some(slot) = CONNS.get(h) else { return };
+    let cc = slot.cc;
+    drop(slot);
+    // SAFETY: the handle was live, so its `CConn` is alive; the loop (which owns
+    // the connection, and so the `CConn`) is being torn down by our caller, who
+    // drops it only after this returns.
+    let cc = unsafe { &*cc };
+    if deliver {
+        cc.deliver_close(cc.pending.get().unwrap_or(-libc::ECANCELED));
+    } else {
+        cc.reported.set(true);
+        cc.retire();
     }
 }
 
@@ -213,12 +283,17 @@ fn read_callbacks(
 /// connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
 /// it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
 /// it spin: the pending client is accepted and closed with a spare fd.
-/// `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking).
-/// `backlog <= 0` means `SOMAXCONN`; port 0 picks one (`epoll_loop_listener_port`).
+/// `host` NULL means "127.0.0.1"; names are resolved synchronously with
+/// getaddrinfo (blocking), and the first address it gives is used.
+/// `backlog <= 0` means `SOMAXCONN`, the recommended value (the kernel caps it at
+/// `net.core.somaxconn`): a short queue overflows when many clients connect at
+/// once, and their connects stall or are reset. Port 0 picks one
+/// (`epoll_loop_listener_port`).
 /// Returns: 0, and the listener in `*out`.
-/// Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8), `-ENOENT` (host
-/// not found), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`, `-EMFILE`,
-/// `-ENOTRECOVERABLE`.
+/// Errors: `-EINVAL` (NULL `loop`/`cbs`/`out`, host not UTF-8),
+/// `EPOLL_LOOP_EAI_*` (the host name did not resolve: `EPOLL_LOOP_EAI_NONAME`,
+/// `EPOLL_LOOP_EAI_AGAIN`, ...), `-EADDRINUSE`, `-EADDRNOTAVAIL`, `-EACCES`,
+/// `-EMFILE`, `-ENOTRECOVERABLE`.
 /// Ownership: the caller owns `*out` and frees it with `epoll_loop_listener_close`
 /// (freeing the loop first closes the socket; `_close` then only frees the handle).
 /// Thread safety: loop thread; allowed inside callbacks.
@@ -232,61 +307,92 @@ pub unsafe extern "C" fn epoll_loop_tcp_listen(
     user_data: *mut c_void,
     out: *mut *mut epoll_loop_listener,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            if out.is_null() {
-                return Err(Errno::EINVAL);
+    with_loop(r#loop, false, |st, lh| {
+        if out.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        let cbs = read_callbacks(cbs)?;
+        let addr = socket::resolve(&read_host(host)?, port)?[0];
+        let fd = socket::tcp_listen(&addr, backlog, false)?;
+        let port = socket::local_addr(std::os::fd::AsRawFd::as_raw_fd(&fd))?.port();
+        let limits = Rc::new(Cell::new(Limits::default()));
+        let ctx = st.tcp_context();
+        let lp: *const LoopState = st;
+        let lim = limits.clone();
+        let stats = ctx.stats.clone();
+        let on_accept = Box::new(move |el: &EventLoop, fd| {
+            // SAFETY: this closure is owned by the loop's registry, so the loop
+            // is alive whenever it runs.
+            let st = unsafe { &*lp };
+            let Ok(cc) = CConn::new(cbs, st, user_data) else {
+                TcpStats::add(&ctx.stats.accept_errors, 1);
+                return;
+            };
+            let Ok(conn) = Conn::open(el, fd, ctx.clone(), cc.clone(), lim.get()) else {
+                TcpStats::add(&ctx.stats.accept_errors, 1);
+                return;
+            };
+            TcpStats::add(&ctx.stats.accepted, 1);
+            cc.bind(&conn);
+            cc.on_open(el, &conn);
+        });
+        let listener = Listener::open(st.core(), fd, stats, on_accept, Box::new(|_| {}))?;
+        let state = ListenerState {
+            poison: Poison::default(),
+            listener: Rc::downgrade(&listener),
+            limits,
+            port,
+            lp: lh,
+            forks: handle::forks(),
+        };
+        let h = match LISTENERS.insert(Box::new(state)) {
+            Ok(h) => h,
+            Err(e) => {
+                listener.close(st.core());
+                return Err(e);
             }
-            let cbs = read_callbacks(cbs)?;
-            let addr = resolve(&read_host(host)?, port)?;
-            let fd = socket::tcp_listen(&addr, backlog, false)?;
-            let port = socket::local_addr(std::os::fd::AsRawFd::as_raw_fd(&fd))?.port();
-            let limits = Rc::new(Cell::new(Limits::default()));
-            let ctx = h.tcp_context();
-            let lp = r#loop;
-            let lim = limits.clone();
-            let stats = ctx.stats.clone();
-            let on_accept = Box::new(move |el: &EventLoop, fd| {
-                let cc = CConn::new(cbs, lp, user_data);
-                let Ok(conn) = Conn::open(el, fd, ctx.clone(), cc.clone(), lim.get()) else {
-                    TcpStats::add(&ctx.stats.accept_errors, 1);
-                    return;
-                };
-                TcpStats::add(&ctx.stats.accepted, 1);
-                adopt(&conn, &cc);
-                cc.on_open(el, &conn);
-            });
-            let listener = Listener::open(h.core(), fd, stats, on_accept, Box::new(|_| {}))?;
-            let handle = Box::new(epoll_loop_listener {
-                header: ObjectHeader::new(epoll_loop_listener::MAGIC),
-                listener: Cell::new(Some(Rc::downgrade(&listener))),
-                limits,
-                port,
-                r#loop: lp,
-            });
-            write_out(out, Box::into_raw(handle));
-            Ok(0)
-        })
-    }
+        };
+        // SAFETY: `out` is non-NULL and, per the contract, writable.
+        unsafe { write_out(out, handle::to_ptr(h)) };
+        Ok(0)
+    })
 }
 
-/// The port a listener is bound to.
+/// Runs `f` on the live listener behind `l` and its loop (`None` once the loop
+/// was freed), holding the loop's owner check, inside the panic boundary.
+fn with_listener(
+    l: *const epoll_loop_listener,
+    f: impl FnOnce(&ListenerState, Option<&LoopState>) -> Result<c_int, Errno>,
+) -> c_int {
+    let Some(ls) = LISTENERS.get(handle::from_ptr(l)) else {
+        return -libc::EINVAL;
+    };
+    let lp = LOOPS.get(ls.lp);
+    let _owned = match lp.as_deref().map(|st| st.enter(false)).transpose() {
+        Ok(o) => o,
+        Err(e) => return e.to_negative(),
+    };
+    guarded(&ls.poison, || f(&ls, lp.as_deref()))
+}
+
+/// The port a listener is bound to (also after its loop was freed).
 /// Returns: the port (1..65535).
-/// Errors: `-EINVAL` (NULL or closed listener).
+/// Errors: `-EINVAL` (NULL or closed listener), `-EBUSY` (another thread is
+/// inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked child).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_listener_port(l: *const epoll_loop_listener) -> c_int {
-    // SAFETY: NULL or a listener from epoll_loop_tcp_listen (checked by with_object).
-    unsafe { with_object(l, |h| Ok(c_int::from(h.port))) }
+    with_listener(l, |ls, _| Ok(c_int::from(ls.port)))
 }
 
 /// Sets the write-queue limits of connections accepted from now on (see
 /// `epoll_loop_conn_set_limits`; defaults 1 MiB and 64 KiB).
 /// Returns: 0.
-/// Errors: `-EINVAL` (NULL or closed listener, `low_water >= max_queue`,
-/// `max_queue` 0 or above 4 GiB).
+/// Errors: `-EINVAL` (NULL or closed listener, its loop freed,
+/// `low_water >= max_queue`, `max_queue` 0 or above 4 GiB), `-EBUSY` (another
+/// thread is inside a call on its loop), `EPOLL_LOOP_EFORKED` (in a forked
+/// child).
 /// Ownership: unchanged.
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
@@ -295,24 +401,27 @@ pub unsafe extern "C" fn epoll_loop_listener_set_limits(
     max_queue: usize,
     low_water: usize,
 ) -> c_int {
-    // SAFETY: NULL or a listener from epoll_loop_tcp_listen (checked by with_object).
-    unsafe {
-        with_object(l, |h| {
-            h.limits.set(
-                Limits {
-                    max_queue,
-                    low_water,
-                }
-                .validate()?,
-            );
-            Ok(0)
-        })
-    }
+    with_listener(l, |ls, lp| {
+        if lp.is_none() {
+            return Err(Errno::EINVAL);
+        }
+        ls.limits.set(
+            Limits {
+                max_queue,
+                low_water,
+            }
+            .validate()?,
+        );
+        Ok(0)
+    })
 }
 
 /// Stops accepting and frees the listener. Connections it accepted live on.
+/// After its loop was freed (which closed the socket), or in a forked child,
+/// this only releases the handle.
 /// Returns: 0. `epoll_loop_listener_close(NULL)` is a no-op returning 0.
-/// Errors: `-EINVAL` (not a live listener, e.g. closed twice; best effort).
+/// Errors: `-EINVAL` (not a live listener, e.g. closed twice: certain),
+/// `-EBUSY` (another thread is inside a call on its loop).
 /// Ownership: `l` is invalid after a 0 return.
 /// Thread safety: loop thread; allowed inside callbacks.
 #[unsafe(no_mangle)]
@@ -320,34 +429,50 @@ pub unsafe extern "C" fn epoll_loop_listener_close(l: *mut epoll_loop_listener) 
     if l.is_null() {
         return 0;
     }
-    // SAFETY: non-NULL listener from epoll_loop_tcp_listen (checked by with_object).
-    let rc = unsafe {
-        with_object(l, |h| {
-            if let Some(listener) = h.listener.take().and_then(|w| w.upgrade()) {
-                // The loop is alive as long as its listener is.
-                listener.close((*h.r#loop).core());
-            }
-            h.header.kill();
-            Ok(0)
-        })
+    let h = handle::from_ptr(l);
+    let Some(ls) = LISTENERS.get(h) else {
+        return -libc::EINVAL;
     };
-    if rc == 0 {
-        // SAFETY: allocated by Box::into_raw in epoll_loop_tcp_listen; now dead.
-        drop(unsafe { Box::from_raw(l) });
-    }
-    rc
+    let lp = LOOPS.get(ls.lp);
+    let owned = match lp.as_deref().map(|st| st.enter(false)).transpose() {
+        Ok(o) => o,
+        // A loop of the parent process, in a forked child: release the handle
+        // only (closing the listener would touch the parent's epoll set).
+        Err(e) if e == handle::EFORKED => None,
+        Err(e) => return e.to_negative(),
+    };
+    let live_loop = owned.as_ref().map(|_| ());
+    let in_child = ls.forks != handle::forks();
+    drop(ls);
+    let Some(state) = LISTENERS.remove(h, in_child) else {
+        return -libc::EINVAL;
+    };
+    super::guard::boundary(|| {
+        if let (Some(st), Some(())) = (lp.as_deref(), live_loop)
+            && let Some(listener) = state.listener.upgrade()
+        {
+            listener.close(st.core());
+        }
+        // With the loop's owner check held, or after the loop was freed (then
+        // nothing else holds these `Rc`s any more), or in a forked child (one
+        // thread; the loop's own copies are never touched again).
+        drop(state);
+        0
+    })
 }
 
 /// Starts a non-blocking connect to `host:port`. `on_open` runs when the
 /// connection is established; if it fails, only `on_close` runs, with the error
 /// (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
 /// Writes made before `on_open` are queued and sent once it is open.
-/// `host` NULL means "127.0.0.1"; names are resolved synchronously (blocking:
-/// pass a numeric address to avoid that).
+/// `host` NULL means "127.0.0.1"; names are resolved synchronously with
+/// getaddrinfo (blocking: pass a numeric address to avoid that), and the first
+/// address it gives is used.
 /// Returns: 0, and the connection in `*out` (no callback has run yet).
 /// Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
-/// UTF-8), `-ENOENT` (host not found), `-ENETUNREACH`, `-EMFILE`,
-/// `-ENOTRECOVERABLE`.
+/// UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
+/// `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
+/// `-EMFILE`, `-ENOTRECOVERABLE`.
 /// Ownership: the handle belongs to the library; it stays valid until `on_close`
 /// returns.
 /// Thread safety: loop thread; allowed inside callbacks.
@@ -360,54 +485,66 @@ pub unsafe extern "C" fn epoll_loop_tcp_connect(
     user_data: *mut c_void,
     out: *mut *mut epoll_loop_conn,
 ) -> c_int {
-    // SAFETY: NULL or a loop from epoll_loop_new (checked by with_object).
-    unsafe {
-        with_object(r#loop, |h| {
-            if out.is_null() {
-                return Err(Errno::EINVAL);
-            }
-            let cbs = read_callbacks(cbs)?;
-            let addr: SocketAddr = resolve(&read_host(host)?, port)?;
-            let cc = CConn::new(cbs, r#loop, user_data);
-            let conn = Conn::connect(
-                h.core(),
-                &addr,
-                h.tcp_context(),
-                cc.clone(),
-                Limits::default(),
-            )?;
-            adopt(&conn, &cc);
-            write_out(out, cc.ptr());
-            Ok(0)
-        })
-    }
+    with_loop(r#loop, false, |st, _| {
+        if out.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        let cbs = read_callbacks(cbs)?;
+        let addr: SocketAddr = socket::resolve(&read_host(host)?, port)?[0];
+        let cc = CConn::new(cbs, st, user_data)?;
+        let conn = Conn::connect(
+            st.core(),
+            &addr,
+            st.tcp_context(),
+            cc.clone(),
+            Limits::default(),
+        )?;
+        cc.bind(&conn);
+        // SAFETY: `out` is non-NULL and, per the contract, writable.
+        unsafe { write_out(out, cc.ptr()) };
+        Ok(0)
+    })
 }
 
-/// Runs `f` on a live connection with its loop.
-///
-/// # Safety
-/// `c` is NULL or a connection handle from this library.
-unsafe fn with_conn(
-    c: *mut epoll_loop_conn,
-    f: impl FnOnce(&EventLoop, &Rc<Conn>, &epoll_loop_conn) -> Result<c_int, Errno>,
+/// Runs `f` on the handler behind a live connection handle and its loop,
+/// holding the loop's owner check, inside the panic boundary.
+fn with_cconn(
+    c: *const epoll_loop_conn,
+    f: impl FnOnce(&LoopState, &CConn) -> Result<c_int, Errno>,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked by with_object).
-    unsafe {
-        with_object(c, |h| {
-            let weak = h.conn.take();
-            let conn = weak.as_ref().and_then(Weak::upgrade);
-            h.conn.set(weak);
-            let conn = conn.ok_or(Errno(libc::EPIPE))?;
-            // Closed but still held (inside one of its own callbacks, after
-            // `_abort` or a failure): as closed as a connection already dropped.
-            if conn.is_closed() {
-                return Err(Errno(libc::EPIPE));
-            }
-            // The loop outlives its connections: freeing it drops them.
-            let lp = (*h.r#loop).core();
-            f(lp, &conn, h)
-        })
-    }
+    let Some(slot) = CONNS.get(handle::from_ptr(c)) else {
+        return -libc::EINVAL;
+    };
+    // SAFETY: a live handle's loop is alive (see `ConnSlot`).
+    let st = unsafe { &*slot.lp };
+    let _owned = match st.enter(false) {
+        Ok(o) => o,
+        Err(e) => return e.to_negative(),
+    };
+    // SAFETY: a live handle's `CConn` is alive (see `ConnSlot`); we hold the
+    // loop's owner check, so no other thread touches it.
+    let cc = unsafe { &*slot.cc };
+    guarded(&cc.poison, || f(st, cc))
+}
+
+/// Runs `f` on a live, open connection with its loop (`EPIPE` once it is
+/// closed, even before `on_close` was delivered).
+fn with_conn(
+    c: *const epoll_loop_conn,
+    f: impl FnOnce(&EventLoop, &Rc<Conn>, &CConn) -> Result<c_int, Errno>,
+) -> c_int {
+    with_cconn(c, |st, cc| {
+        if cc.reported.get() {
+            return Err(Errno(libc::EPIPE));
+        }
+        let conn = cc.conn.borrow().upgrade().ok_or(Errno(libc::EPIPE))?;
+        // Closed but still held (inside one of its own callbacks, after
+        // `_abort` or a failure): as closed as a connection already dropped.
+        if conn.is_closed() {
+            return Err(Errno(libc::EPIPE));
+        }
+        f(st.core(), &conn, cc)
+    })
 }
 
 /// Queues `len` bytes from `buf` to send: what the socket takes goes out at once,
@@ -427,19 +564,23 @@ pub unsafe extern "C" fn epoll_loop_conn_write(
     buf: *const c_void,
     len: usize,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |lp, conn, _| {
-            if len == 0 {
-                return Ok(0);
-            }
-            if buf.is_null() {
-                return Err(Errno::EINVAL);
-            }
-            let data = std::slice::from_raw_parts(buf.cast::<u8>(), len);
-            conn.write(lp, data).map(|()| 0)
-        })
-    }
+    with_conn(c, |lp, conn, _| {
+        if len == 0 {
+            return Ok(0);
+        }
+        if buf.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        // Checked before any slice exists: a `len` past `isize::MAX` must not
+        // make one (and could never fit the queue anyway).
+        if len > conn.limits().max_queue {
+            return Err(Errno(libc::EMSGSIZE));
+        }
+        // SAFETY: `buf` is non-NULL and, per the contract, readable for `len`
+        // bytes, which is at most the queue cap (below 4 GiB).
+        let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
+        conn.write(lp, data).map(|()| 0)
+    })
 }
 
 /// Stops reading from the connection (TCP then pushes back on the peer).
@@ -449,13 +590,10 @@ pub unsafe extern "C" fn epoll_loop_conn_write(
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_pause(c: *mut epoll_loop_conn) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |lp, conn, _| {
-            conn.pause(lp);
-            Ok(0)
-        })
-    }
+    with_conn(c, |lp, conn, _| {
+        conn.pause(lp);
+        Ok(0)
+    })
 }
 
 /// Resumes reading after `epoll_loop_conn_pause`.
@@ -465,13 +603,10 @@ pub unsafe extern "C" fn epoll_loop_conn_pause(c: *mut epoll_loop_conn) -> c_int
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_resume(c: *mut epoll_loop_conn) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |lp, conn, _| {
-            conn.resume(lp);
-            Ok(0)
-        })
-    }
+    with_conn(c, |lp, conn, _| {
+        conn.resume(lp);
+        Ok(0)
+    })
 }
 
 /// Sends what is queued, then half-closes (FIN). Reading continues; the
@@ -482,8 +617,7 @@ pub unsafe extern "C" fn epoll_loop_conn_resume(c: *mut epoll_loop_conn) -> c_in
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_shutdown(c: *mut epoll_loop_conn) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe { with_conn(c, |lp, conn, _| conn.shutdown(lp).map(|()| 0)) }
+    with_conn(c, |lp, conn, _| conn.shutdown(lp).map(|()| 0))
 }
 
 /// Stops delivering data, sends what is queued, then closes; `on_close(0)`
@@ -499,16 +633,13 @@ pub unsafe extern "C" fn epoll_loop_conn_shutdown(c: *mut epoll_loop_conn) -> c_
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_close(c: *mut epoll_loop_conn) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |lp, conn, _| {
-            if conn.is_closing() {
-                return Err(Errno(libc::EPIPE));
-            }
-            conn.close(lp);
-            Ok(0)
-        })
-    }
+    with_conn(c, |lp, conn, _| {
+        if conn.is_closing() {
+            return Err(Errno(libc::EPIPE));
+        }
+        conn.close(lp);
+        Ok(0)
+    })
 }
 
 /// Closes at once with a reset (RST), discarding what is queued;
@@ -519,16 +650,13 @@ pub unsafe extern "C" fn epoll_loop_conn_close(c: *mut epoll_loop_conn) -> c_int
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_abort(c: *mut epoll_loop_conn) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |lp, conn, _| {
-            if conn.is_closed() {
-                return Err(Errno(libc::EPIPE));
-            }
-            conn.abort(lp, -libc::ECONNABORTED);
-            Ok(0)
-        })
-    }
+    with_conn(c, |lp, conn, _| {
+        if conn.is_closed() {
+            return Err(Errno(libc::EPIPE));
+        }
+        conn.abort(lp, -libc::ECONNABORTED);
+        Ok(0)
+    })
 }
 
 /// Sets the user data passed to the connection's callbacks from now on.
@@ -541,13 +669,10 @@ pub unsafe extern "C" fn epoll_loop_conn_set_user_data(
     c: *mut epoll_loop_conn,
     user_data: *mut c_void,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked by with_object).
-    unsafe {
-        with_object(c, |h| {
-            h.user_data.set(user_data);
-            Ok(0)
-        })
-    }
+    with_cconn(c, |_, cc| {
+        cc.user_data.set(user_data);
+        Ok(0)
+    })
 }
 
 /// The connection's user data.
@@ -558,13 +683,10 @@ pub unsafe extern "C" fn epoll_loop_conn_set_user_data(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_get_user_data(c: *const epoll_loop_conn) -> *mut c_void {
     let mut ud = std::ptr::null_mut();
-    // SAFETY: NULL or a connection handle (checked by with_object).
-    unsafe {
-        with_object(c, |h| {
-            ud = h.user_data.get();
-            Ok(0)
-        })
-    };
+    with_cconn(c, |_, cc| {
+        ud = cc.user_data.get();
+        Ok(0)
+    });
     ud
 }
 
@@ -582,16 +704,13 @@ pub unsafe extern "C" fn epoll_loop_conn_set_limits(
     max_queue: usize,
     low_water: usize,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |_, conn, _| {
-            conn.set_limits(Limits {
-                max_queue,
-                low_water,
-            })
-            .map(|()| 0)
+    with_conn(c, |_, conn, _| {
+        conn.set_limits(Limits {
+            max_queue,
+            low_water,
         })
-    }
+        .map(|()| 0)
+    })
 }
 
 /// With `enable` non-zero, the peer's EOF no longer closes the connection: it is
@@ -607,13 +726,10 @@ pub unsafe extern "C" fn epoll_loop_conn_set_half_open(
     c: *mut epoll_loop_conn,
     enable: c_int,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |_, conn, _| {
-            conn.set_half_open(enable != 0);
-            Ok(0)
-        })
-    }
+    with_conn(c, |_, conn, _| {
+        conn.set_half_open(enable != 0);
+        Ok(0)
+    })
 }
 
 /// Closes the connection with `on_close(-ETIMEDOUT)` after `timeout_ms`
@@ -628,12 +744,9 @@ pub unsafe extern "C" fn epoll_loop_conn_set_timeout(
     c: *mut epoll_loop_conn,
     timeout_ms: u32,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c, |lp, conn, _| {
-            conn.set_timeout(lp, timeout_ms).map(|()| 0)
-        })
-    }
+    with_conn(c, |lp, conn, _| {
+        conn.set_timeout(lp, timeout_ms).map(|()| 0)
+    })
 }
 
 /// Bytes queued on the connection and not yet taken by the socket.
@@ -646,16 +759,14 @@ pub unsafe extern "C" fn epoll_loop_conn_get_queued(
     c: *const epoll_loop_conn,
     out: *mut usize,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c.cast_mut(), |_, conn, _| {
-            if out.is_null() {
-                return Err(Errno::EINVAL);
-            }
-            write_out(out, conn.queued());
-            Ok(0)
-        })
-    }
+    with_conn(c, |_, conn, _| {
+        if out.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: non-NULL out-pointer, writable per the contract.
+        unsafe { write_out(out, conn.queued()) };
+        Ok(0)
+    })
 }
 
 /// The connection's socket descriptor (for `setsockopt` and the like; do not
@@ -666,8 +777,7 @@ pub unsafe extern "C" fn epoll_loop_conn_get_queued(
 /// Thread safety: loop thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn epoll_loop_conn_fileno(c: *const epoll_loop_conn) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe { with_conn(c.cast_mut(), |_, conn, _| Ok(conn.fd())) }
+    with_conn(c, |_, conn, _| Ok(conn.fd()))
 }
 
 fn write_name(
@@ -708,12 +818,9 @@ pub unsafe extern "C" fn epoll_loop_conn_peer_address(
     host_len: usize,
     port: *mut u16,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c.cast_mut(), |_, conn, _| {
-            write_name(conn.peer_addr()?, host, host_len, port)
-        })
-    }
+    with_conn(c, |_, conn, _| {
+        write_name(conn.peer_addr()?, host, host_len, port)
+    })
 }
 
 /// The connection's local address, as `epoll_loop_conn_peer_address`.
@@ -728,10 +835,7 @@ pub unsafe extern "C" fn epoll_loop_conn_local_address(
     host_len: usize,
     port: *mut u16,
 ) -> c_int {
-    // SAFETY: NULL or a connection handle (checked inside).
-    unsafe {
-        with_conn(c.cast_mut(), |_, conn, _| {
-            write_name(conn.local_addr()?, host, host_len, port)
-        })
-    }
+    with_conn(c, |_, conn, _| {
+        write_name(conn.local_addr()?, host, host_len, port)
+    })
 }

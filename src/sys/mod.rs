@@ -15,7 +15,9 @@ pub mod socket;
 use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-/// An `errno` value (always positive).
+/// An `errno` value (always positive), or one of the library's own codes:
+/// from [`Errno::LIBRARY_BASE`] (3000) up, never a kernel errno (Linux's stop
+/// below 200). The C API returns `-value` either way ([`Errno::to_negative`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
 
@@ -32,6 +34,35 @@ impl Errno {
     pub const ERANGE: Errno = Errno(libc::ERANGE);
     pub const ENOTRECOVERABLE: Errno = Errno(libc::ENOTRECOVERABLE);
 
+    /// The first of the library's own codes; 3000..=3099 are name-resolution
+    /// failures (`3000 + n` for glibc's `EAI_*` value `-n`), from 3100 others.
+    pub const LIBRARY_BASE: i32 = 3000;
+    /// `EAI_BADFLAGS`: bad flags in the getaddrinfo hints.
+    pub const EAI_BADFLAGS: Errno = Errno(3001);
+    /// `EAI_NONAME`: the host name is not known.
+    pub const EAI_NONAME: Errno = Errno(3002);
+    /// `EAI_AGAIN`: temporary failure in name resolution.
+    pub const EAI_AGAIN: Errno = Errno(3003);
+    /// `EAI_FAIL`: non-recoverable failure in name resolution.
+    pub const EAI_FAIL: Errno = Errno(3004);
+    /// `EAI_NODATA`: the host exists but has no address.
+    pub const EAI_NODATA: Errno = Errno(3005);
+    /// `EAI_FAMILY`: address family not supported.
+    pub const EAI_FAMILY: Errno = Errno(3006);
+    /// `EAI_SOCKTYPE`: socket type not supported.
+    pub const EAI_SOCKTYPE: Errno = Errno(3007);
+    /// `EAI_SERVICE`: service not available for the socket type.
+    pub const EAI_SERVICE: Errno = Errno(3008);
+    /// `EAI_ADDRFAMILY`: the host has no address in the requested family.
+    pub const EAI_ADDRFAMILY: Errno = Errno(3009);
+    /// `EAI_MEMORY`: out of memory during name resolution.
+    pub const EAI_MEMORY: Errno = Errno(3010);
+    /// `EAI_OVERFLOW`: an argument buffer overflowed.
+    pub const EAI_OVERFLOW: Errno = Errno(3012);
+    /// A signal to watch is not blocked in the calling thread (see
+    /// `EventLoop::signal_start`).
+    pub const ENOTBLOCKED: Errno = Errno(3100);
+
     /// The calling thread's current `errno`.
     pub fn last() -> Errno {
         Errno(
@@ -42,13 +73,37 @@ impl Errno {
     }
 
     /// The value as the C API returns it: `-errno`.
-    pub fn to_negative(self) -> i32 {
+    pub const fn to_negative(self) -> i32 {
         -self.0
+    }
+
+    /// True for the library's own codes (not a kernel errno).
+    pub fn is_library(self) -> bool {
+        self.0 >= Self::LIBRARY_BASE
+    }
+
+    /// A short English description of a library code (`None` for an errno).
+    fn library_text(self) -> Option<String> {
+        if !self.is_library() {
+            return None;
+        }
+        if let Some(eai) = socket::eai_of(self) {
+            // SAFETY: gai_strerror returns a static NUL-terminated string for any code.
+            let s = unsafe { std::ffi::CStr::from_ptr(libc::gai_strerror(eai)) };
+            return Some(s.to_string_lossy().into_owned());
+        }
+        if self == Self::ENOTBLOCKED {
+            return Some("signal not blocked: block it in every thread first".into());
+        }
+        Some(format!("epoll-loop error {}", self.0))
     }
 }
 
 impl fmt::Debug for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.library_text() {
+            return write!(f, "Errno({}: {text})", self.0);
+        }
         write!(
             f,
             "Errno({}: {})",
@@ -60,6 +115,9 @@ impl fmt::Debug for Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.library_text() {
+            return f.write_str(&text);
+        }
         fmt::Display::fmt(&std::io::Error::from_raw_os_error(self.0), f)
     }
 }
@@ -67,8 +125,14 @@ impl fmt::Display for Errno {
 impl std::error::Error for Errno {}
 
 impl From<Errno> for std::io::Error {
+    /// An errno becomes that OS error; a library code an `Other` error
+    /// carrying the `Errno` (so it never poses as an unrelated errno).
     fn from(e: Errno) -> Self {
-        std::io::Error::from_raw_os_error(e.0)
+        if e.is_library() {
+            std::io::Error::other(e)
+        } else {
+            std::io::Error::from_raw_os_error(e.0)
+        }
     }
 }
 

@@ -58,7 +58,13 @@ pub fn thread_mask() -> Result<SigSet> {
 }
 
 /// Blocks `signo` in the calling thread (threads created afterwards inherit it).
+///
+/// `EINVAL` for `SIGKILL` and `SIGSTOP`: the kernel silently leaves them out of
+/// any mask, so reporting success would be a lie.
 pub fn block(signo: i32) -> Result<()> {
+    if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+        return Err(Errno::EINVAL);
+    }
     let mut set = SigSet::empty();
     set.add(signo)?;
     // SAFETY: `set` is a valid set; the old mask is not wanted.
@@ -103,5 +109,20 @@ pub fn signalfd_read(fd: &OwnedFd) -> Result<Option<i32>> {
             Err(Errno::EAGAIN) => return Ok(None),
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigkill_and_sigstop_cannot_be_blocked() {
+        for s in [libc::SIGKILL, libc::SIGSTOP] {
+            assert_eq!(block(s), Err(Errno::EINVAL));
+            assert!(!thread_mask().unwrap().contains(s));
+        }
+        assert_eq!(block(0), Err(Errno::EINVAL));
+        assert_eq!(block(1000), Err(Errno::EINVAL));
     }
 }

@@ -1,10 +1,12 @@
-//! TCP socket calls: listen, accept, recv, send (always `MSG_NOSIGNAL`), shutdown,
-//! addresses, `SO_LINGER`, `SO_ERROR`, and the reserve descriptor for `EMFILE`.
+//! TCP socket calls: name resolution, listen, accept, recv, send (always
+//! `MSG_NOSIGNAL`), shutdown, addresses, `SO_LINGER`, `SO_ERROR`, and the
+//! reserve descriptor for `EMFILE`.
 
 use super::fault::{self, Op};
 use super::{Errno, Result, cvt};
+use std::ffi::CString;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn to_raw(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -68,6 +70,118 @@ fn from_raw(ss: &libc::sockaddr_storage) -> Result<SocketAddr> {
         }
         _ => Err(Errno(libc::EAFNOSUPPORT)),
     }
+}
+
+/// glibc's `EAI_ADDRFAMILY` (a GNU extension the `libc` crate does not export).
+const EAI_ADDRFAMILY: i32 = -9;
+
+/// getaddrinfo's `EAI_*` codes and the library's codes for them.
+const EAI_CODES: [(i32, Errno); 11] = [
+    (libc::EAI_BADFLAGS, Errno::EAI_BADFLAGS),
+    (libc::EAI_NONAME, Errno::EAI_NONAME),
+    (libc::EAI_AGAIN, Errno::EAI_AGAIN),
+    (libc::EAI_FAIL, Errno::EAI_FAIL),
+    (libc::EAI_NODATA, Errno::EAI_NODATA),
+    (libc::EAI_FAMILY, Errno::EAI_FAMILY),
+    (libc::EAI_SOCKTYPE, Errno::EAI_SOCKTYPE),
+    (libc::EAI_SERVICE, Errno::EAI_SERVICE),
+    (EAI_ADDRFAMILY, Errno::EAI_ADDRFAMILY),
+    (libc::EAI_MEMORY, Errno::EAI_MEMORY),
+    (libc::EAI_OVERFLOW, Errno::EAI_OVERFLOW),
+];
+
+/// The library code for getaddrinfo's result `eai` (non-zero). `EAI_SYSTEM`
+/// is the errno `system` saved right after the call (`EIO` if that was 0); a
+/// code this table does not know (none that getaddrinfo returns without
+/// `AI_IDN`, which is not used) counts as `EAI_FAIL`.
+fn eai_to_errno(eai: i32, system: Errno) -> Errno {
+    if eai == libc::EAI_SYSTEM {
+        return if system.0 > 0 {
+            system
+        } else {
+            Errno(libc::EIO)
+        };
+    }
+    EAI_CODES
+        .iter()
+        .find(|(c, _)| *c == eai)
+        .map_or(Errno::EAI_FAIL, |&(_, e)| e)
+}
+
+/// getaddrinfo's `EAI_*` value behind a library code, if it is one.
+pub fn eai_of(e: Errno) -> Option<i32> {
+    EAI_CODES.iter().find(|(_, x)| *x == e).map(|&(c, _)| c)
+}
+
+/// Frees a getaddrinfo result list on drop.
+struct AddrInfoList(*mut libc::addrinfo);
+
+impl Drop for AddrInfoList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: a list getaddrinfo returned, freed exactly once.
+            unsafe { libc::freeaddrinfo(self.0) };
+        }
+    }
+}
+
+/// The TCP addresses of `host` with `port`, in getaddrinfo's order (never
+/// empty). A numeric IPv4 or IPv6 address is parsed without a lookup; a name
+/// goes to `getaddrinfo(3)` (`AF_UNSPEC`, `SOCK_STREAM`), which blocks while
+/// it asks `/etc/hosts`, DNS and whatever else `nsswitch.conf` names.
+///
+/// Errors: the `EAI_*` code as the library's [`Errno::EAI_NONAME`] and
+/// friends (so `to_negative()` is the C constant `EPOLL_LOOP_EAI_*`),
+/// `EAI_SYSTEM` as the errno behind it, `EINVAL` for a host with a NUL byte.
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let c_host = CString::new(host).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: addrinfo is plain old data; all-zero is the documented "no hints" base.
+    let mut hints: libc::addrinfo = unsafe { zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    hints.ai_protocol = libc::IPPROTO_TCP;
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: `c_host` is NUL-terminated, a NULL service is allowed, `hints` is a
+    // valid addrinfo and `res` a writable pointer.
+    let rc = unsafe { libc::getaddrinfo(c_host.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    if rc != 0 {
+        let system = Errno::last();
+        return Err(eai_to_errno(rc, system));
+    }
+    let list = AddrInfoList(res);
+    let mut addrs = Vec::new();
+    let mut p = list.0;
+    while !p.is_null() {
+        // SAFETY: `p` is a node of the list getaddrinfo returned, alive until `list` drops.
+        let ai = unsafe { &*p };
+        p = ai.ai_next;
+        if ai.ai_addr.is_null() || ai.ai_addrlen as usize > size_of::<libc::sockaddr_storage>() {
+            continue;
+        }
+        // SAFETY: all-zero sockaddr_storage is valid.
+        let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+        // SAFETY: `ai_addr` holds `ai_addrlen` bytes, which fit in `ss` (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                ai.ai_addr.cast::<u8>(),
+                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                ai.ai_addrlen as usize,
+            )
+        };
+        if let Ok(mut a) = from_raw(&ss) {
+            a.set_port(port);
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return Err(Errno::EAI_NODATA);
+    }
+    Ok(addrs)
 }
 
 fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> Result<()> {
@@ -310,6 +424,60 @@ mod tests {
         assert_eq!(&got[..n], b"yo");
         assert_eq!(take_error(s.as_raw_fd()).unwrap(), None);
         drop(c);
+    }
+
+    #[test]
+    fn numeric_hosts_resolve_without_a_lookup() {
+        assert_eq!(
+            resolve("127.0.0.1", 80).unwrap(),
+            vec!["127.0.0.1:80".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            resolve("::1", 7).unwrap(),
+            vec!["[::1]:7".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(resolve("a\0b", 1), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn localhost_resolves_to_loopback_with_the_port() {
+        let addrs = resolve("localhost", 4242).unwrap();
+        assert!(!addrs.is_empty());
+        for a in addrs {
+            assert!(a.ip().is_loopback(), "{a}");
+            assert_eq!(a.port(), 4242);
+        }
+    }
+
+    #[test]
+    fn unresolvable_names_give_an_eai_code() {
+        // No DNS server may be reachable: then the answer is EAI_AGAIN (or
+        // EAI_FAIL), with one EAI_NONAME; any of them, never an errno.
+        let e = resolve("no-such-host.invalid", 80).unwrap_err();
+        assert!(eai_of(e).is_some(), "{e:?}");
+        assert!((3000..3100).contains(&e.0), "{e:?}");
+    }
+
+    #[test]
+    fn eai_codes_map_to_library_codes_and_back() {
+        let system = Errno(libc::EMFILE);
+        assert_eq!(eai_to_errno(libc::EAI_NONAME, system), Errno::EAI_NONAME);
+        assert_eq!(eai_to_errno(libc::EAI_AGAIN, system), Errno::EAI_AGAIN);
+        assert_eq!(eai_to_errno(libc::EAI_SYSTEM, system), system);
+        assert_eq!(eai_to_errno(libc::EAI_SYSTEM, Errno(0)), Errno(libc::EIO));
+        assert_eq!(eai_to_errno(-999, system), Errno::EAI_FAIL);
+        for (eai, e) in EAI_CODES {
+            assert_eq!(eai_to_errno(eai, system), e);
+            assert_eq!(eai_of(e), Some(eai));
+            assert_eq!(e.0, 3000 - eai, "3000 + n for EAI value -n");
+            assert!(e.is_library());
+        }
+        assert_eq!(eai_of(Errno(libc::ENOENT)), None);
+        let text = Errno::EAI_NONAME.to_string();
+        assert!(
+            !text.is_empty() && !text.contains("3002"),
+            "Display uses gai_strerror, not a bare number: {text:?}"
+        );
     }
 
     #[test]

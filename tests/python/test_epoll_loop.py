@@ -470,7 +470,13 @@ class TestEchoServer(unittest.TestCase):
         epoll_loop._config_init(ctypes.addressof(buf))
         cfg = epoll_loop._EchoServerConfig.from_buffer(buf)
         self.assertEqual(cfg.struct_size, ctypes.sizeof(epoll_loop._EchoServerConfig))
-        self.assertEqual((cfg.host, cfg.port, cfg.backlog, cfg.threads), (b"127.0.0.1", 8888, 10, 1))
+        # The default backlog is SOMAXCONN (socket.SOMAXCONN is the same constant).
+        import socket
+
+        self.assertEqual(
+            (cfg.host, cfg.port, cfg.backlog, cfg.threads),
+            (b"127.0.0.1", 8888, socket.SOMAXCONN, 1),
+        )
         self.assertEqual(cfg.max_pending_bytes, 256 * 1024)
         self.assertEqual(cfg.log_level, epoll_loop.LOG_INFO)
 
