@@ -145,6 +145,85 @@ fuzz:
 	        -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $(FUZZ_ARGS) || exit 1; \
 	done
 
+# ---------------------------------------------------------------- sanitizers
+
+# make sanitize: the library ITSELF built with Rust's sanitizers (the C tests
+# under ASan only instrument the C side). cargo builds the test binaries, the
+# rlib they link and the .so the C tests load (tests/common: lib_dir() is the
+# test binary's own deps/ directory) with -Zsanitizer=...; -Zbuild-std rebuilds
+# std the same way, so std's own code is checked too and its synchronisation is
+# visible to ThreadSanitizer (no false races). That needs a nightly toolchain
+# with rust-src: make sanitize installs nothing, and stops with the rustup
+# command to run when either is missing. Each sanitizer has its own target
+# directory, apart from the normal build.
+NIGHTLY         ?= nightly
+SANITIZE_TARGET ?= $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+ASAN_DIR        := $(TARGET_DIR)/sanitize-address
+TSAN_DIR        := $(TARGET_DIR)/sanitize-thread
+# Extra arguments for the test binaries of the main ASan and TSan runs, e.g.
+# SANITIZE_ARGS='--ignored NAME' to run an #[ignore]d reproducer.
+SANITIZE_ARGS   ?=
+# Not run under a sanitizer: a test that measures the library's speed (the
+# sanitizers make every call several times slower; TSan fails its bound).
+SANITIZE_SKIP   := --skip the_owner_check_is_cheap
+SANITIZE_TEST    = $(CARGO) +$(NIGHTLY) test -Zbuild-std --target $(SANITIZE_TARGET) \
+                   --no-fail-fast $(CARGO_FLAGS)
+
+# ASan + LeakSanitizer: the Rust tests that drive the C ABI from threads and
+# with misuse, and the lib unit tests; then the C programs (gcc's ASan runtime
+# in the C program serves the instrumented .so as well): tests/c/stream_test.c
+# through tests/stream.rs, and the tests of c_abi and contract whose names say
+# under_asan or under_lsan (tests/c/loop_test.c, tests/c/contract_test.c; their
+# static-link and valgrind variants cannot use an instrumented library).
+ASAN_TESTS   := --lib --test threads --test misuse_threads --test loop_misuse \
+                --test stream --test echo_server --test sanitize_races
+ASAN_C_TESTS := --test c_abi --test contract
+ASAN_C_NAMES := under_asan under_lsan
+ASAN_OPTS    := detect_leaks=1:abort_on_error=0:strict_string_checks=1
+
+# TSan: the tests whose threads run inside the test process (tests that fork
+# and exec C programs tell TSan nothing). stream: only its in-process threads test.
+TSAN_TESTS   := --lib --test threads --test misuse_threads --test echo_server \
+                --test sanitize_races
+TSAN_STREAM  := posts_from_8_threads_all_run_in_order_on_the_loop_thread
+# exitcode: a report fails the test binary even when every test passed.
+TSAN_OPTS    := exitcode=66:second_deadlock_stack=1
+
+.PHONY: sanitize sanitize-address sanitize-thread sanitize-check
+
+## sanitize: run the C ABI, thread and misuse tests against the library built with ASan+LSan, then TSan (nightly + rust-src)
+sanitize: sanitize-address sanitize-thread
+
+## sanitize-address: the ASan+LSan part of make sanitize (target/sanitize-address)
+sanitize-address: sanitize-check
+	RUSTFLAGS='-Zsanitizer=address' ASAN_OPTIONS='$(ASAN_OPTS)' \
+	    $(SANITIZE_TEST) --target-dir $(ASAN_DIR) $(ASAN_TESTS) -- $(SANITIZE_SKIP) $(SANITIZE_ARGS)
+	RUSTFLAGS='-Zsanitizer=address' ASAN_OPTIONS='$(ASAN_OPTS)' \
+	    $(SANITIZE_TEST) --target-dir $(ASAN_DIR) $(ASAN_C_TESTS) -- $(ASAN_C_NAMES)
+
+## sanitize-thread: the TSan part of make sanitize (target/sanitize-thread)
+sanitize-thread: sanitize-check
+	RUSTFLAGS='-Zsanitizer=thread' TSAN_OPTIONS='$(TSAN_OPTS)' \
+	    $(SANITIZE_TEST) --target-dir $(TSAN_DIR) $(TSAN_TESTS) -- $(SANITIZE_SKIP) $(SANITIZE_ARGS)
+	RUSTFLAGS='-Zsanitizer=thread' TSAN_OPTIONS='$(TSAN_OPTS)' \
+	    $(SANITIZE_TEST) --target-dir $(TSAN_DIR) --test stream -- --exact $(TSAN_STREAM)
+
+# rustc +TOOLCHAIN fails when that toolchain is not installed (RUSTUP_AUTO_INSTALL=0:
+# never let rustup install it behind our back); rust-src is where -Zbuild-std
+# finds std's sources.
+sanitize-check:
+	@sysroot=$$(RUSTUP_AUTO_INSTALL=0 rustc +$(NIGHTLY) --print sysroot 2>/dev/null) || { \
+	    echo "make sanitize: the $(NIGHTLY) Rust toolchain is not installed (the sanitizers" \
+	        "need nightly); install it with: rustup toolchain install $(NIGHTLY) --profile minimal" >&2; \
+	    exit 1; }; \
+	test -f "$$sysroot/lib/rustlib/src/rust/library/Cargo.lock" || { \
+	    echo "make sanitize: the $(NIGHTLY) toolchain has no rust-src (-Zbuild-std needs" \
+	        "std's sources); install it with: rustup component add rust-src --toolchain $(NIGHTLY)" >&2; \
+	    exit 1; }
+	@test -n "$(SANITIZE_TARGET)" || { \
+	    echo "make sanitize: cannot read the host target from rustc -vV; set SANITIZE_TARGET" >&2; \
+	    exit 1; }
+
 # ---------------------------------------------------------------- benchmarks
 
 .PHONY: bench bench-smoke
@@ -238,7 +317,7 @@ help:
 	@echo 'epoll-loop $(VERSION): make [TARGET] [VARIABLE=value ...]'
 	@echo
 	@echo 'Targets:'
-	@sed -n 's/^## \([a-z-]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 14
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 19
 	@echo
 	@echo 'Variables (current value):'
 	@echo '  PREFIX        $(PREFIX)'
@@ -259,6 +338,9 @@ help:
 	@echo '  RUN_ARGS      $(RUN_ARGS)  (arguments for make run, e.g. RUN_ARGS="--port 0")'
 	@echo '  DOXYGEN       $(DOXYGEN)  (for make docs)'
 	@echo '  DOC_DIR       $(DOC_DIR)  (where make docs writes html/)'
+	@echo '  NIGHTLY       $(NIGHTLY)  (the toolchain make sanitize uses; needs rust-src)'
+	@echo '  SANITIZE_TARGET  $(SANITIZE_TARGET)  (the target make sanitize builds std for)'
+	@echo '  SANITIZE_ARGS $(SANITIZE_ARGS)  (test-binary arguments for make sanitize, e.g. --ignored NAME)'
 	@echo
 	@echo 'Environment: CARGO_TARGET_DIR (default target), EPOLL_LOOP_HEADER=check'
 	@echo '(build without touching include/; CI uses it so header drift fails a test).'

@@ -666,6 +666,9 @@ fn calls_with_null_return_einval() {
     }
 
     let rec = Rec::new();
+    // Declared before the loop, so it outlives it: the connection below is
+    // still open when the loop is freed, and the free delivers its on_close.
+    let cli = Rec::new();
     let lp = Loop::new();
     let mut out_l = std::ptr::null_mut();
     let mut out_c = std::ptr::null_mut();
@@ -711,7 +714,6 @@ fn calls_with_null_return_einval() {
 
     // On a live connection: NULL buffer, bad limits, NULL out-pointer.
     let l = lp.listen(&rec);
-    let cli = Rec::new();
     let c = lp.connect(l.port(), &cli);
     assert_eq!(write(c, b""), 0, "len 0 is a no-op");
     // SAFETY: a live handle; a NULL buffer with len > 0 is answered with -EINVAL.
