@@ -1016,9 +1016,11 @@ impl Conn {
 
     /// Runs `on_drain` if a writer waits for it and the queue is at or below
     /// [`Conn::drain_level`]. Not while connecting: `on_open` comes first (the
-    /// flush after the connect completes checks again).
+    /// flush after the connect completes checks again). Not once writes are
+    /// refused with `EPIPE` (closing, shut down, failed): nothing could follow.
     fn maybe_drain(self: &Rc<Self>, lp: &EventLoop) {
-        if self.flags.get() & (CLOSED | CONNECTING) != 0 || !self.has(WANT_DRAIN) {
+        const NO_WRITES: u16 = CLOSED | CLOSING | FAILED | SHUT_PENDING | SHUT_DONE;
+        if self.flags.get() & (NO_WRITES | CONNECTING) != 0 || !self.has(WANT_DRAIN) {
             return;
         }
         if self.queued() <= self.drain_level() {

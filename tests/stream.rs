@@ -25,6 +25,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -1021,6 +1022,8 @@ struct Producer {
     /// `on_drain`s whose first write was refused again (the writer would spin).
     futile_drains: Cell<usize>,
     last_drain: Cell<Instant>,
+    /// Set at the first refusal: the peer starts reading only then.
+    refused_once: std::sync::Arc<AtomicBool>,
 }
 
 impl Producer {
@@ -1038,6 +1041,7 @@ impl Producer {
             spurious_drains: Cell::new(0),
             futile_drains: Cell::new(0),
             last_drain: Cell::new(Instant::now()),
+            refused_once: Default::default(),
         }
     }
 
@@ -1060,6 +1064,7 @@ impl Producer {
                         self.futile_drains.set(self.futile_drains.get() + 1);
                     }
                     self.refusals.set(self.refusals.get() + 1);
+                    self.refused_once.store(true, Ordering::Release);
                     if queued(c).is_ok_and(|q| q <= self.low) {
                         self.low_refusals.set(self.low_refusals.get() + 1);
                     }
@@ -1096,7 +1101,8 @@ impl std::fmt::Display for Transfer {
 
 /// Streams `total` bytes in `chunk`-byte writes from a producer on the loop
 /// (limits `cap`/`low`, or the defaults with `None`) to a peer thread that
-/// starts reading after 500 ms, then reads 32 KiB at a time with a 1 ms pause
+/// starts reading once the producer was first refused (or after 30 s: then
+/// the test fails for lack of refusals), then reads 32 KiB at a time with a 1 ms pause
 /// after each read (small socket
 /// buffers on both ends, so the queue fills and `-ENOBUFS` comes often).
 /// Fails if the producer waits for an `on_drain` that does not come within
@@ -1136,12 +1142,17 @@ fn stream_through_slow_peer(
     });
     let (sl, addr) = std_listener();
     set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 32 * 1024);
+    let refused_once = p.refused_once.clone();
     let reader = thread::spawn(move || -> Result<usize, String> {
         let (mut peer, _) = sl.accept().map_err(|e| format!("accept: {e}"))?;
         peer.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
-        // Late, so that even a slow producer (1-byte writes) fills the queue.
-        thread::sleep(Duration::from_millis(500));
+        // Only once the queue is full, so that even a slow producer (1-byte
+        // writes, a sanitizer build) meets -ENOBUFS.
+        let wait = Instant::now() + Duration::from_secs(30);
+        while !refused_once.load(Ordering::Acquire) && Instant::now() < wait {
+            thread::sleep(Duration::from_millis(5));
+        }
         let mut buf = vec![0u8; 32 * 1024];
         let mut got = 0usize;
         loop {
@@ -1226,6 +1237,58 @@ fn enobufs_is_always_followed_by_on_drain_for_every_chunk_size() {
         assert!(t.refusals > 0, "chunk {chunk}: the queue never filled");
         assert!(t.drains >= t.refusals, "chunk {chunk}: {t}");
     }
+}
+
+/// After `epoll_loop_conn_close` every write is `-EPIPE`, so a writer that
+/// was refused with `-ENOBUFS` just before gets no `on_drain` while the queue
+/// is flushed (small socket buffers and a slow peer: the queue passes its
+/// low-water mark many times on the way down); every byte still arrives.
+#[test]
+fn no_on_drain_once_closing() {
+    let cli = Rec::with_hook(|r, c, ev| {
+        if ev == Ev::Open {
+            r.expect_rc("set_limits", set_limits(c, 256 * 1024, 200 * 1024), 0);
+            set_buf(fileno(c), libc::SO_SNDBUF, 16 * 1024);
+        }
+    });
+    let (sl, addr) = std_listener();
+    set_buf(sl.as_raw_fd(), libc::SO_RCVBUF, 16 * 1024);
+    let lp = Loop::new();
+    let c = lp.connect(addr.port(), &cli);
+    lp.poll_until("open", WAIT, || cli.opened());
+    let (mut peer, _) = sl.accept().unwrap();
+    let chunk = vec![5u8; 16 * 1024];
+    let mut accepted = 0usize;
+    while write(c, &chunk) == 0 {
+        accepted += chunk.len();
+        assert!(accepted < 64 << 20, "the cap never applied");
+    }
+    assert!(
+        queued(c).unwrap() > 200 * 1024,
+        "refused with the queue above low water"
+    );
+    assert_eq!(close(c), 0);
+    let reader = thread::spawn(move || {
+        peer.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = 0usize;
+        loop {
+            match peer.read(&mut buf).unwrap() {
+                0 => return got,
+                n => got += n,
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+    });
+    lp.poll_until("close", Duration::from_secs(60), || cli.closed());
+    assert_eq!(
+        reader.join().unwrap(),
+        accepted,
+        "every accepted byte arrived"
+    );
+    assert_eq!(cli.count(|e| *e == Ev::Drain), 0, "{:?}", cli.shape());
+    assert!(cli.events().contains(&Ev::Close(0)), "{:?}", cli.shape());
 }
 
 /// 50 MiB in 1 000 000-byte writes with the default limits (1 MiB cap, 64 KiB
