@@ -435,7 +435,8 @@ typedef struct epoll_loop_conn_callbacks {
    * inside the refused write. So a producer that stops at `-ENOBUFS` and
    * retries from here never stalls and never spins, whatever its chunk
    * size: the retry fits (unless the limits changed meanwhile).
-   * `-EMSGSIZE` is no reason to wait: no `on_drain` follows it.
+   * `-EMSGSIZE` is no reason to wait: no `on_drain` follows it. Not called
+   * once writes are refused with `-EPIPE` (after `_close` or `_shutdown`).
    */
   void (*on_drain)(struct epoll_loop_conn *conn, void *user_data);
   /**

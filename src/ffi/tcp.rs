@@ -57,7 +57,8 @@ pub struct epoll_loop_conn_callbacks {
     /// inside the refused write. So a producer that stops at `-ENOBUFS` and
     /// retries from here never stalls and never spins, whatever its chunk
     /// size: the retry fits (unless the limits changed meanwhile).
-    /// `-EMSGSIZE` is no reason to wait: no `on_drain` follows it.
+    /// `-EMSGSIZE` is no reason to wait: no `on_drain` follows it. Not called
+    /// once writes are refused with `-EPIPE` (after `_close` or `_shutdown`).
     pub on_drain: Option<unsafe extern "C" fn(conn: *mut epoll_loop_conn, user_data: *mut c_void)>,
     /// The connection is closed: `error` is 0 after a clean close or the peer's
     /// EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
