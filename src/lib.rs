@@ -24,8 +24,6 @@ pub mod sys;
 /// cbindgen:ignore
 pub mod tcp;
 /// cbindgen:ignore
-pub(crate) mod timers;
-/// cbindgen:ignore
 pub(crate) mod trace;
 
 #[cfg(test)]

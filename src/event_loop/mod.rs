@@ -20,17 +20,22 @@
 //!   `run` returns [`RunExit::Stopped`] when it consumed one. A stop never
 //!   outlives the call that saw it, so it cannot end a later `run` at once.
 
+mod remote;
+mod signal;
+mod timers;
+
+pub use remote::{Posted, Remote};
+pub use signal::SignalCallback;
+
 use crate::poller::{EpollEvent, Poller, ms_round_up};
-use crate::sys::signal::{self, SigSet};
 use crate::sys::{self, Errno, Result, eventfd};
-use crate::timers::TimerQueue;
 use crate::trace::trace;
+use signal::Signals;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use timers::TimerQueue;
 
 /// Readable (`EPOLLIN`).
 pub const IN: u32 = libc::EPOLLIN as u32;
@@ -63,10 +68,6 @@ const MAX_BATCH: usize = 1024;
 pub type IoCallback = Rc<dyn Fn(&EventLoop, RawFd, u32)>;
 /// A timer callback: `(loop, timer id)`.
 pub type TimerCallback = Rc<dyn Fn(&EventLoop, u64)>;
-/// A signal callback: `(loop, signal number)`.
-pub type SignalCallback = Rc<dyn Fn(&EventLoop, i32)>;
-/// A function posted from any thread to run once on the loop's thread.
-pub type Posted = Box<dyn FnOnce(&EventLoop) + Send>;
 
 /// Why [`EventLoop::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,88 +89,6 @@ pub struct LoopStats {
     pub slowest_callback_ns: u64,
     pub registered: u64,
     pub timers_pending: u64,
-}
-
-/// The part of a loop other threads may touch: a stop flag, the waker eventfd
-/// and the queue of posted functions.
-///
-/// `wake` and `stop` are async-signal-safe (an atomic store and one `write(2)`);
-/// `post` takes a mutex, so it is thread-safe but not async-signal-safe.
-pub struct Remote {
-    stop: AtomicBool,
-    waker: OwnedFd,
-    posted: AtomicBool,
-    posts: Mutex<PostQueue>,
-}
-
-#[derive(Default)]
-struct PostQueue {
-    closed: bool,
-    queue: VecDeque<Posted>,
-}
-
-impl std::fmt::Debug for Remote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Remote")
-            .field("stop", &self.stop)
-            .field("waker", &self.waker)
-            .finish()
-    }
-}
-
-impl Remote {
-    /// Makes a blocked `poll` return (once) without running a callback.
-    pub fn wake(&self) -> Result<()> {
-        eventfd::signal(&self.waker)
-    }
-
-    /// Asks `run` to return [`RunExit::Stopped`] after the current iteration,
-    /// and a `poll` not to block. The request is remembered until the end of
-    /// the next `poll` or `run` (one made while neither runs is consumed by
-    /// whichever comes first).
-    pub fn stop(&self) -> Result<()> {
-        self.stop.store(true, Ordering::Release);
-        self.wake()
-    }
-
-    /// Queues `f` to run once on the loop's thread, in the next iteration, after
-    /// everything posted before it. `ESHUTDOWN` once the loop is being freed.
-    pub fn post(&self, f: Posted) -> Result<()> {
-        {
-            let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
-            if q.closed {
-                return Err(Errno(libc::ESHUTDOWN));
-            }
-            q.queue.push_back(f);
-        }
-        self.posted.store(true, Ordering::Release);
-        self.wake()
-    }
-
-    /// Refuses further posts and returns those not yet run (the loop is going away).
-    pub fn close_posts(&self) -> Vec<Posted> {
-        let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
-        q.closed = true;
-        q.queue.drain(..).collect()
-    }
-
-    fn take_posts(&self) -> VecDeque<Posted> {
-        // Load first: the common case (nothing posted) then costs no locked instruction.
-        if !self.posted.load(Ordering::Acquire) || !self.posted.swap(false, Ordering::AcqRel) {
-            return VecDeque::new();
-        }
-        let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut q.queue)
-    }
-
-    fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
-    fn take_stop(&self) -> bool {
-        // Load first: the common case (no stop) then costs no locked instruction.
-        self.stop.load(Ordering::Acquire) && self.stop.swap(false, Ordering::AcqRel)
-    }
 }
 
 #[derive(Default)]
@@ -238,13 +157,6 @@ impl Drop for DispatchGuard<'_> {
     }
 }
 
-/// Signals watched through one signalfd per loop.
-struct Signals {
-    fd: Option<Rc<OwnedFd>>,
-    mask: SigSet,
-    handlers: HashMap<i32, SignalCallback>,
-}
-
 /// The event loop. See the module docs for the dispatch rules.
 pub struct EventLoop {
     poller: Poller,
@@ -284,23 +196,14 @@ impl EventLoop {
         }
         Ok(EventLoop {
             poller,
-            remote: Arc::new(Remote {
-                stop: AtomicBool::new(false),
-                waker,
-                posted: AtomicBool::new(false),
-                posts: Mutex::new(PostQueue::default()),
-            }),
+            remote: Arc::new(Remote::new(waker)),
             registry: RefCell::new(Registry {
                 slots: Vec::new(),
                 active: 0,
                 next_generation: 1,
             }),
             timers: RefCell::new(TimerQueue::default()),
-            signals: RefCell::new(Signals {
-                fd: None,
-                mask: SigSet::empty(),
-                handlers: HashMap::new(),
-            }),
+            signals: RefCell::new(Signals::new()),
             batch: Cell::new(Vec::new()),
             dispatching: Cell::new(false),
             now: Cell::new(sys::monotonic_ns()),
@@ -340,10 +243,20 @@ impl EventLoop {
         self.now.get()
     }
 
-    fn tick(&self) -> u64 {
+    /// Reads the clock into the cached time ([`EventLoop::now_ns`]).
+    fn refresh_now(&self) -> u64 {
         let t = sys::monotonic_ns();
         self.now.set(t);
         t
+    }
+
+    /// Accounts for a callback that just returned: one more callback, and the
+    /// time since `*started` (then `*started` is now, for the next one).
+    fn callback_done(&self, ran: &mut usize, started: &mut u64) {
+        *ran += 1;
+        let t = self.refresh_now();
+        self.stats.callback_ran(t.saturating_sub(*started));
+        *started = t;
     }
 
     /// Makes dropping this loop leave the post queue alone (its lock may be
@@ -496,89 +409,6 @@ impl EventLoop {
         if found { Ok(()) } else { Err(Errno::ENOENT) }
     }
 
-    /// Calls `cb` on the loop thread each time `signo` arrives, through a signalfd.
-    ///
-    /// The signal must be blocked in every thread (see [`signal::block`]), or its
-    /// default action runs instead; so that the mistake cannot pass silently,
-    /// this refuses with [`Errno::ENOTBLOCKED`] when `signo` is not blocked in
-    /// the calling thread. Errors: `EINVAL` (bad number, `SIGKILL`/`SIGSTOP`),
-    /// `ENOTBLOCKED` (not blocked), `EEXIST` (already watched on this loop),
-    /// `EMFILE`, `ENOMEM`.
-    pub fn signal_start(&self, signo: i32, cb: SignalCallback) -> Result<()> {
-        if signo <= 0
-            || signo == libc::SIGKILL
-            || signo == libc::SIGSTOP
-            || signo > libc::SIGRTMAX()
-        {
-            return Err(Errno::EINVAL);
-        }
-        if !signal::thread_mask()?.contains(signo) {
-            return Err(Errno::ENOTBLOCKED);
-        }
-        let mut sig = self.signals.borrow_mut();
-        if sig.handlers.contains_key(&signo) {
-            return Err(Errno::EEXIST);
-        }
-        let mut mask = sig.mask;
-        mask.add(signo)?;
-        match &sig.fd {
-            Some(fd) => signal::signalfd_set(fd, &mask)?,
-            None => {
-                let fd = Rc::new(signal::signalfd_new(&mask)?);
-                let f2 = fd.clone();
-                let raw = fd.as_raw_fd();
-                self.register(
-                    raw,
-                    IN,
-                    Rc::new(move |lp: &EventLoop, _, _| lp.dispatch_signals(&f2)),
-                )?;
-                sig.fd = Some(fd);
-            }
-        }
-        sig.mask = mask;
-        sig.handlers.insert(signo, cb);
-        Ok(())
-    }
-
-    /// Stops watching `signo` (it stays blocked). `ENOENT` if not watched here.
-    pub fn signal_stop(&self, signo: i32) -> Result<()> {
-        let (cb, fd_to_close) = {
-            let mut sig = self.signals.borrow_mut();
-            let cb = sig.handlers.remove(&signo).ok_or(Errno::ENOENT)?;
-            let mut mask = sig.mask;
-            mask.remove(signo)?;
-            sig.mask = mask;
-            if sig.handlers.is_empty() {
-                (cb, sig.fd.take())
-            } else {
-                if let Some(fd) = &sig.fd {
-                    signal::signalfd_set(fd, &mask)?;
-                }
-                (cb, None)
-            }
-        };
-        if let Some(fd) = fd_to_close {
-            self.unregister(fd.as_raw_fd())?;
-        }
-        drop(cb);
-        Ok(())
-    }
-
-    fn dispatch_signals(&self, fd: &OwnedFd) {
-        // Bounded: at most a batch of pending signals per readiness event.
-        for _ in 0..64 {
-            let signo = match signal::signalfd_read(fd) {
-                Ok(Some(s)) => s,
-                Ok(None) | Err(_) => return,
-            };
-            let cb = self.signals.borrow().handlers.get(&signo).cloned();
-            if let Some(cb) = cb {
-                trace!("signal {signo}: callback");
-                cb(self, signo);
-            }
-        }
-    }
-
     /// Queues `f` to run on this loop's thread in the next iteration (from any
     /// thread, through [`Remote::post`]).
     pub fn post(&self, f: Posted) -> Result<()> {
@@ -628,31 +458,12 @@ impl EventLoop {
         if timeout_ms < -1 {
             return Err(Errno::EINVAL);
         }
-        let remote = &self.remote;
-        let mut wait_ms = if remote.stop_requested() {
-            0
-        } else {
-            timeout_ms
-        };
-        let next_timer = self.timers.borrow_mut().next_deadline();
-        if let Some(deadline) = next_timer {
-            let now = sys::monotonic_ns();
-            let until = if deadline <= now {
-                0
-            } else {
-                ms_round_up(deadline - now)
-            };
-            wait_ms = if wait_ms < 0 {
-                until
-            } else {
-                wait_ms.min(until)
-            };
-        }
-
         let mut batch = self.batch.take();
         if batch.is_empty() {
             batch = vec![EpollEvent { events: 0, u64: 0 }; INITIAL_BATCH];
         }
+        let remote = &self.remote;
+        let wait_ms = self.wait_ms(timeout_ms);
         let n = match self
             .poller
             .wait(&mut batch, wait_ms, || !remote.stop_requested())
@@ -664,21 +475,47 @@ impl EventLoop {
             }
         };
         StatCells::add(&self.stats.iterations, 1);
-
         let mut ran = 0;
-        let mut t_prev = self.tick();
+        let mut started = self.refresh_now();
         for f in remote.take_posts() {
             trace!("posted function: callback");
             f(self);
-            ran += 1;
-            let t = self.tick();
-            self.stats.callback_ran(t.saturating_sub(t_prev));
-            t_prev = t;
+            self.callback_done(&mut ran, &mut started);
         }
-        for ev in &batch[..n] {
+        self.dispatch_events(&batch[..n], &mut ran, &mut started);
+        if n == batch.len() && batch.len() < MAX_BATCH {
+            batch.resize(batch.len() * 2, EpollEvent { events: 0, u64: 0 });
+        }
+        self.batch.set(batch);
+        self.run_due_timers(&mut ran, &mut started);
+        Ok(ran)
+    }
+
+    /// How long this iteration may wait: `timeout_ms`, 0 with a stop pending,
+    /// shortened to the next timer's deadline (rounded up to whole ms).
+    fn wait_ms(&self, timeout_ms: i32) -> i32 {
+        if self.remote.stop_requested() {
+            return 0;
+        }
+        let Some(deadline) = self.timers.borrow_mut().next_deadline() else {
+            return timeout_ms;
+        };
+        let now = sys::monotonic_ns();
+        let until = ms_round_up(deadline.saturating_sub(now));
+        if timeout_ms < 0 {
+            until
+        } else {
+            timeout_ms.min(until)
+        }
+    }
+
+    /// Runs the callback of each ready registration, in kernel order; an
+    /// event for a registration removed (or replaced) since is dropped.
+    fn dispatch_events(&self, events: &[EpollEvent], ran: &mut usize, started: &mut u64) {
+        for ev in events {
             let (tok, bits) = (ev.u64, ev.events);
             if tok == WAKER_TOKEN {
-                let _ = eventfd::drain(&remote.waker);
+                self.remote.drain_waker();
                 continue;
             }
             StatCells::add(&self.stats.events, 1);
@@ -697,30 +534,23 @@ impl EventLoop {
             };
             trace!("fd {fd} events {bits:#x}: callback");
             cb(self, fd, bits);
-            ran += 1;
-            let t = self.tick();
-            self.stats.callback_ran(t.saturating_sub(t_prev));
-            t_prev = t;
+            self.callback_done(ran, started);
         }
-        if n == batch.len() && batch.len() < MAX_BATCH {
-            batch.resize(batch.len() * 2, EpollEvent { events: 0, u64: 0 });
-        }
-        self.batch.set(batch);
+    }
 
-        let now = t_prev;
+    /// Runs the timers due at `*started`, in deadline order; timers started
+    /// meanwhile wait for the next iteration (an id watermark).
+    fn run_due_timers(&self, ran: &mut usize, started: &mut u64) {
+        let now = *started;
         let id_limit = self.timers.borrow().next_id();
         loop {
             let due = self.timers.borrow_mut().pop_due(now, id_limit);
             let Some((id, cb)) = due else { break };
             trace!("timer {id}: callback");
             cb(self, id);
-            ran += 1;
             StatCells::add(&self.stats.timers_fired, 1);
-            let t = self.tick();
-            self.stats.callback_ran(t.saturating_sub(t_prev));
-            t_prev = t;
+            self.callback_done(ran, started);
         }
-        Ok(ran)
     }
 
     /// Polls until [`EventLoop::stop`] is called or nothing is left to wait for.
@@ -984,113 +814,6 @@ mod tests {
         assert_eq!(EXCLUSIVE, 1 << 28);
         assert_eq!(ONESHOT, 1 << 30);
         assert_eq!(ET, 1 << 31);
-    }
-}
-
-#[cfg(test)]
-mod post_and_signal_tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    #[test]
-    fn posts_from_threads_run_on_the_loop_in_order() {
-        let lp = EventLoop::new().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let me = std::thread::current().id();
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let remote = lp.remote().clone();
-                let seen = seen.clone();
-                std::thread::spawn(move || {
-                    for i in 0..1000 {
-                        let seen = seen.clone();
-                        remote
-                            .post(Box::new(move |_: &EventLoop| {
-                                assert_eq!(std::thread::current().id(), me);
-                                seen.lock().unwrap().push((t, i));
-                            }))
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let mut ran = 0;
-        while ran < 4000 {
-            ran += lp.poll(1000).unwrap();
-        }
-        assert_eq!(ran, 4000);
-        let seen = seen.lock().unwrap();
-        for t in 0..4 {
-            let mine: Vec<i32> = seen.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
-            assert_eq!(
-                mine,
-                (0..1000).collect::<Vec<_>>(),
-                "thread {t} out of order"
-            );
-        }
-    }
-
-    #[test]
-    fn posts_after_free_are_refused_and_pending_ones_dropped() {
-        let lp = EventLoop::new().unwrap();
-        let remote = lp.remote().clone();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r2 = ran.clone();
-        remote
-            .post(Box::new(move |_: &EventLoop| {
-                r2.fetch_add(1, Ordering::SeqCst);
-            }))
-            .unwrap();
-        drop(lp);
-        assert_eq!(ran.load(Ordering::SeqCst), 0);
-        assert_eq!(
-            remote.post(Box::new(|_: &EventLoop| {})).err(),
-            Some(Errno(libc::ESHUTDOWN))
-        );
-    }
-
-    #[test]
-    fn signals_reach_the_loop_through_signalfd() {
-        // Thread-directed, and blocked in this thread only: safe beside other tests.
-        signal::block(libc::SIGUSR2).unwrap();
-        let lp = EventLoop::new().unwrap();
-        let got = Rc::new(Cell::new(0));
-        let g = got.clone();
-        assert_eq!(
-            lp.signal_start(libc::SIGKILL, Rc::new(|_: &EventLoop, _| {})),
-            Err(Errno::EINVAL)
-        );
-        // SIGUSR1 is not blocked in this thread (nothing in the unit tests blocks it).
-        assert!(!signal::thread_mask().unwrap().contains(libc::SIGUSR1));
-        assert_eq!(
-            lp.signal_start(libc::SIGUSR1, Rc::new(|_: &EventLoop, _| {})),
-            Err(Errno::ENOTBLOCKED)
-        );
-        lp.signal_start(
-            libc::SIGUSR2,
-            Rc::new(move |_: &EventLoop, s| g.set(g.get() + s)),
-        )
-        .unwrap();
-        assert_eq!(
-            lp.signal_start(libc::SIGUSR2, Rc::new(|_: &EventLoop, _| {})),
-            Err(Errno::EEXIST)
-        );
-        // SAFETY: sends SIGUSR2 to this very thread, where it is blocked.
-        assert_eq!(
-            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) },
-            0
-        );
-        let deadline = sys::monotonic_ns() + 5_000_000_000;
-        while got.get() == 0 && sys::monotonic_ns() < deadline {
-            lp.poll(100).unwrap();
-        }
-        assert_eq!(got.get(), libc::SIGUSR2);
-        lp.signal_stop(libc::SIGUSR2).unwrap();
-        assert_eq!(lp.signal_stop(libc::SIGUSR2), Err(Errno::ENOENT));
-        assert!(lp.is_idle(), "the signalfd is gone with the last signal");
     }
 }
 
