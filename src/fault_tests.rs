@@ -13,11 +13,12 @@ use crate::echo::{EchoConfig, Worker};
 use crate::event_loop::{EXCLUSIVE, EventLoop, IN, IoCallback, OUT, RunExit};
 use crate::sys::Errno;
 use crate::sys::fault::{self, Action, Op, PlanGuard};
+use crate::sys::testing::{drain, pipe, write_byte as write1};
 use crate::tcp::TcpStats;
 use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,39 +130,10 @@ fn connect(port: u16) -> TcpStream {
 /// A client socket with a 4 KiB receive buffer, set before connecting, so that
 /// the server's writes back stall soon and its queue, pause and resume work.
 fn connect_small_rcvbuf(port: u16) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor we own; the sockaddr is a
-    // valid, fully initialised sockaddr_in of the size given.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let s = TcpStream::from_raw_fd(fd);
-        let v: libc::c_int = 4096;
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0);
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        s
-    }
+    let s = crate::sys::testing::connect_with_rcvbuf(port, 4096);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
 }
 
 /// A client that writes `len` random bytes in random-size pieces (with pauses
@@ -220,29 +192,6 @@ fn echo_clients(srv: &Server, clients: usize, len: usize, slow_len: usize, seed:
         hs.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
     });
     srv.drive(t)
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    assert_eq!(rc, 0);
-    // SAFETY: two new descriptors that only we own.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
-fn write1(fd: &OwnedFd) {
-    // SAFETY: writes one byte from a static buffer (not through `sys`: no fault).
-    assert_eq!(
-        unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) },
-        1
-    );
-}
-
-fn drain(fd: &OwnedFd) {
-    let mut b = [0u8; 64];
-    // SAFETY: reads into a stack buffer of the length given.
-    while unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) } > 0 {}
 }
 
 fn counter() -> (Rc<Cell<u32>>, IoCallback) {

@@ -147,11 +147,8 @@ mod tests {
             lp.signal_start(libc::SIGUSR2, Rc::new(|_: &EventLoop, _| {})),
             Err(Errno::EEXIST)
         );
-        // SAFETY: sends SIGUSR2 to this very thread, where it is blocked.
-        assert_eq!(
-            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) },
-            0
-        );
+        // To this very thread, where it is blocked.
+        sys::testing::raise_in_thread(libc::SIGUSR2);
         let deadline = sys::monotonic_ns() + 5_000_000_000;
         while got.get() == 0 && sys::monotonic_ns() < deadline {
             lp.poll(100).unwrap();

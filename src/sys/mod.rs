@@ -11,6 +11,8 @@ pub mod eventfd;
 pub mod fault;
 pub mod signal;
 pub mod socket;
+#[cfg(test)]
+pub mod testing;
 
 use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
