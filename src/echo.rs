@@ -1,4 +1,4 @@
-//! Layer 5: the echo server, built only from [`crate::tcp`]'s public surface.
+//! Layer 5: the echo server, built only from [`crate::stream`]'s public surface.
 //!
 //! One [`Worker`] per loop: a [`Listener`] and the connections it accepted. Each
 //! connection's `on_data` writes the bytes back ([`Conn::write`] sends at once
@@ -9,8 +9,10 @@
 //! [`Worker::attach`] runs one on a caller's loop.
 
 use crate::event_loop::EventLoop;
-use crate::sys::{self, Errno, Result, socket};
-use crate::tcp::{Conn, ConnHandler, Limits, Listener, READ_BUFFER, TcpContext, TcpStats};
+use crate::stream::{
+    self, Conn, ConnHandler, Limits, ListenOptions, Listener, READ_BUFFER, TcpContext, TcpStats,
+};
+use crate::sys::{Errno, Result};
 use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -128,16 +130,21 @@ fn conn_limits(pending: usize) -> Result<Limits> {
 /// The listening sockets of a server: one, or `threads` sharing a port.
 fn bind_all(cfg: &EchoConfig) -> Result<(Vec<OwnedFd>, u16)> {
     // The first address getaddrinfo gives (a numeric host is used as it is).
-    let mut addr = socket::resolve(&cfg.host, cfg.port)?[0];
-    let reuse_port = cfg.threads > 1;
-    let first = socket::tcp_listen(&addr, cfg.backlog, reuse_port)?;
-    let port = socket::local_addr(first.as_raw_fd())?.port();
-    addr.set_port(port);
+    let addr = stream::resolve(&cfg.host, cfg.port)?[0];
+    let options = ListenOptions {
+        backlog: cfg.backlog,
+        reuse_port: cfg.threads > 1,
+    };
+    let (first, bound) = stream::bind(&addr, options)?;
     let mut fds = vec![first];
     for _ in 1..cfg.threads {
-        fds.push(socket::tcp_listen(&addr, cfg.backlog, true)?);
+        let shared = ListenOptions {
+            reuse_port: true,
+            ..options
+        };
+        fds.push(stream::bind(&bound, shared)?.0);
     }
-    Ok((fds, port))
+    Ok((fds, bound.port()))
 }
 
 /// The echo server on one loop.
@@ -252,7 +259,7 @@ impl Worker {
             self.log(LOG_WARN, || {
                 format!(
                     "rejected connection from {}: max_connections ({max}) reached",
-                    peer(fd.as_raw_fd())
+                    peer_of(stream::peer_addr_of(&fd))
                 )
             });
             return;
@@ -280,7 +287,7 @@ impl Worker {
         }
         conns[idx] = Some(Rc::downgrade(&conn));
         drop(conns);
-        self.log(LOG_INFO, || format!("new connection: {}", peer(raw)));
+        self.log(LOG_INFO, || format!("new connection: {}", peer(&conn)));
     }
 
     fn live_conns(&self) -> Vec<Rc<Conn>> {
@@ -294,11 +301,11 @@ impl Worker {
 
     fn sweep(&self, lp: &EventLoop) {
         let idle = u64::from(self.cfg.idle_timeout_ms);
-        let now = sys::monotonic_ns() / 1_000_000;
+        let now = lp.now_ns() / 1_000_000;
         for c in self.live_conns() {
             if !c.is_closing() && now.saturating_sub(c.last_active_ms()) >= idle {
                 TcpStats::add(&self.shared.stats.idle_timeouts, 1);
-                self.log(LOG_INFO, || format!("idle timeout: {}", peer(c.fd())));
+                self.log(LOG_INFO, || format!("idle timeout: {}", peer(&c)));
                 // Nothing pending: a clean FIN, at once (no lingering: slowloris
                 // connections must go). Bytes pending to a client that stopped
                 // reading would never drain: reset instead.
@@ -313,6 +320,9 @@ impl Worker {
         if self.stopping.replace(true) {
             return;
         }
+        self.log(LOG_INFO, || {
+            format!("server stopping: closing {} connections", self.open.get())
+        });
         if let Some(l) = self.listener.borrow().upgrade() {
             l.close(lp);
         }
@@ -339,7 +349,7 @@ impl Worker {
 
     fn abort_all(&self, lp: &EventLoop) {
         for c in self.live_conns() {
-            c.abort(lp, -libc::ETIMEDOUT);
+            c.abort(lp, Some(Errno::ETIMEDOUT));
         }
     }
 
@@ -349,28 +359,29 @@ impl Worker {
     }
 }
 
-fn peer(fd: i32) -> String {
-    match socket::peer_addr(fd) {
+/// A connection's peer for the log.
+fn peer(conn: &Conn) -> String {
+    match conn.peer_addr() {
         Ok(a) => a.to_string(),
-        Err(_) => format!("fd {fd}"),
+        Err(_) => format!("fd {}", conn.fd()),
     }
+}
+
+fn peer_of(addr: Result<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|_| "an unknown peer".into(), |a| a.to_string())
 }
 
 impl ConnHandler for Worker {
     fn on_data(&self, lp: &EventLoop, conn: &Rc<Conn>, data: &[u8]) {
         self.log(LOG_DEBUG, || {
-            format!(
-                "received data: {} bytes from {}",
-                data.len(),
-                peer(conn.fd())
-            )
+            format!("received data: {} bytes from {}", data.len(), peer(conn))
         });
         if let Err(e) = conn.write(lp, data) {
             // Cannot happen while the cap leaves room for one read; never lose bytes silently.
             self.log(LOG_ERROR, || {
-                format!("echo write failed ({e}); resetting {}", peer(conn.fd()))
+                format!("echo write failed ({e}); resetting {}", peer(conn))
             });
-            conn.abort(lp, -e.0);
+            conn.abort(lp, Some(e));
             return;
         }
         if conn.queued() > self.cfg.max_pending_bytes {
@@ -382,19 +393,16 @@ impl ConnHandler for Worker {
         conn.resume(lp);
     }
 
-    fn on_close(&self, lp: &EventLoop, conn: &Rc<Conn>, error: i32) {
+    fn on_close(&self, lp: &EventLoop, conn: &Rc<Conn>, error: Option<Errno>) {
         if let Some(slot) = self.conns.borrow_mut().get_mut(conn.fd() as usize) {
             *slot = None;
         }
         self.open.set(self.open.get().saturating_sub(1));
         TcpStats::sub(&self.shared.stats.active, 1);
         TcpStats::add(&self.shared.stats.closed, 1);
-        self.log(LOG_INFO, || {
-            if error == 0 {
-                format!("client close: {}", peer(conn.fd()))
-            } else {
-                format!("client close: {} ({})", peer(conn.fd()), Errno(-error))
-            }
+        self.log(LOG_INFO, || match error {
+            None => format!("client close: {}", peer(conn)),
+            Some(e) => format!("client close: {} ({e})", peer(conn)),
         });
         if self.stopping.get() && self.open.get() == 0 {
             let t = self.deadline_timer.replace(0);
@@ -459,7 +467,7 @@ impl EchoServer {
                 Ok(h) => h,
                 Err(_) => {
                     server.stop();
-                    return Err(Errno(libc::EAGAIN));
+                    return Err(Errno::EAGAIN);
                 }
             };
             match rx.recv() {
@@ -520,16 +528,19 @@ fn serve(lp: &EventLoop, worker: &Rc<Worker>) {
     // way, shut down rather than spin.
     let _ = lp.run();
     worker.begin_stop(lp);
-    let deadline = sys::monotonic_ns().saturating_add((STOP_FLUSH_MS + 100) * 1_000_000);
+    let deadline = lp
+        .now_ns()
+        .saturating_add((STOP_FLUSH_MS + 100) * 1_000_000);
     while worker.open_connections() > 0 && !lp.is_idle() {
-        let left = deadline.saturating_sub(sys::monotonic_ns());
-        if left == 0 {
-            worker.abort_all(lp);
-            break;
-        }
-        if lp.poll(crate::poller::ms_round_up(left)).is_err() {
-            worker.abort_all(lp);
-            break;
+        match lp.poll_until(deadline) {
+            Ok(_) if lp.now_ns() < deadline => {}
+            // The deadline passed, or `epoll_wait` failed: reset what is left.
+            _ => {
+                worker.abort_all(lp);
+                // Deliver their `on_close`s (from the loop, as always).
+                let _ = lp.poll(0);
+                break;
+            }
         }
     }
 }
@@ -689,7 +700,7 @@ mod tests {
                 ..cfg()
             })
             .err()
-            .and_then(socket::eai_of)
+            .and_then(crate::sys::socket::eai_of)
             .is_some(),
             "an unresolvable host is an EAI code"
         );
@@ -697,7 +708,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         assert_eq!(
             EchoServer::start(EchoConfig { port, ..cfg() }).err(),
-            Some(Errno(libc::EADDRINUSE))
+            Some(Errno::EADDRINUSE)
         );
     }
 }

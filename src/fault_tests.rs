@@ -11,10 +11,10 @@
 
 use crate::echo::{EchoConfig, Worker};
 use crate::event_loop::{EXCLUSIVE, EventLoop, IN, IoCallback, OUT, RunExit};
+use crate::stream::TcpStats;
 use crate::sys::Errno;
 use crate::sys::fault::{self, Action, Op, PlanGuard};
 use crate::sys::testing::{drain, pipe, write_byte as write1};
-use crate::tcp::TcpStats;
 use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -20,9 +20,9 @@ pub mod ffi;
 /// cbindgen:ignore
 pub mod poller;
 /// cbindgen:ignore
-pub mod sys;
+pub mod stream;
 /// cbindgen:ignore
-pub mod tcp;
+pub mod sys;
 /// cbindgen:ignore
 pub(crate) mod trace;
 

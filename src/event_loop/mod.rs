@@ -452,6 +452,13 @@ impl EventLoop {
         Ok(n)
     }
 
+    /// [`EventLoop::poll`] waiting at most until `deadline_ns` (monotonic, as
+    /// [`EventLoop::now_ns`]), rounded up to whole milliseconds.
+    pub fn poll_until(&self, deadline_ns: u64) -> Result<usize> {
+        let left = deadline_ns.saturating_sub(sys::monotonic_ns());
+        self.poll(ms_round_up(left))
+    }
+
     /// One iteration of `poll`, leaving a stop request for the caller.
     fn poll_once(&self, timeout_ms: i32) -> Result<usize> {
         let _guard = DispatchGuard::enter(&self.dispatching)?;

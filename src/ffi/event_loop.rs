@@ -2,11 +2,10 @@
 
 use super::guard::{boundary, code, guarded, write_out};
 use super::handle::{self, EFORKED, Handle, Poison, Table};
+use super::tcp::LoopStreams;
 use crate::event_loop::{self as core, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
 use crate::sys::{self, Errno};
-use crate::tcp::TcpContext;
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashSet;
+use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
@@ -63,10 +62,8 @@ pub(crate) struct LoopState {
     forks: u32,
     remote: Arc<Remote>,
     core: EventLoop,
-    /// The read buffer and counters shared by this loop's C connections.
-    tcp: OnceCell<Rc<TcpContext>>,
-    /// Handles of the live C connections on this loop, told at `_free`.
-    conns: RefCell<HashSet<Handle>>,
+    /// What the stream layer's C objects keep per loop.
+    streams: LoopStreams,
     /// Handles of the echo servers attached to this loop, stopped at `_free`.
     servers: RefCell<Vec<Handle>>,
 }
@@ -131,21 +128,9 @@ impl LoopState {
         &self.core
     }
 
-    /// The stream layer's shared context for this loop (made on first use).
-    pub(crate) fn tcp_context(&self) -> Rc<TcpContext> {
-        self.tcp
-            .get_or_init(|| TcpContext::new(Default::default()))
-            .clone()
-    }
-
-    /// Records a live C connection (told at `_free`).
-    pub(crate) fn add_conn(&self, h: Handle) {
-        self.conns.borrow_mut().insert(h);
-    }
-
-    /// Forgets a C connection whose `on_close` was delivered.
-    pub(crate) fn remove_conn(&self, h: Handle) {
-        self.conns.borrow_mut().remove(&h);
+    /// The C connections' per-loop state.
+    pub(crate) fn streams(&self) -> &LoopStreams {
+        &self.streams
     }
 
     /// Records an attached echo server (stopped at `_free`).
@@ -168,8 +153,7 @@ impl LoopState {
         for s in self.servers.take() {
             super::echo::server_loop_freed(s);
         }
-        let conns: Vec<Handle> = self.conns.take().into_iter().collect();
-        for c in conns {
+        for c in self.streams.take_conns() {
             super::tcp::conn_loop_freed(c, true);
         }
         drop(self);
@@ -185,8 +169,7 @@ impl LoopState {
         for s in self.servers.take() {
             super::echo::server_loop_freed(s);
         }
-        let conns: Vec<Handle> = self.conns.take().into_iter().collect();
-        for c in conns {
+        for c in self.streams.take_conns() {
             super::tcp::conn_loop_freed(c, false);
         }
         drop(self);
@@ -220,8 +203,7 @@ fn new_loop(core: EventLoop) -> Result<*mut epoll_loop, Errno> {
         forks: handle::forks(),
         remote,
         core,
-        tcp: OnceCell::new(),
-        conns: RefCell::new(HashSet::new()),
+        streams: LoopStreams::default(),
         servers: RefCell::new(Vec::new()),
     }))?;
     Ok(handle::to_ptr(h))

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// `EPOLL_LOOP_EFORKED` as an [`Errno`]: the object belongs to the parent of
 /// this forked process.
-pub(crate) const EFORKED: Errno = Errno(3101);
+pub(crate) const EFORKED: Errno = Errno::EFORKED;
 
 /// Type tags (bit 63 stays clear; user-space addresses have 0 here).
 pub(crate) const TAG_LOOP: u8 = 0x4c; // 'L'

@@ -16,9 +16,10 @@ use super::event_loop::{LOOPS, LoopState, epoll_loop, with_loop};
 use super::guard::{guarded, write_out};
 use super::handle::{self, Handle, Poison, Table};
 use crate::event_loop::EventLoop;
+use crate::stream::{Conn, ConnHandler, Limits, Listener, TcpContext, TcpStats};
 use crate::sys::{Errno, socket};
-use crate::tcp::{Conn, ConnHandler, Limits, Listener, TcpStats};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashSet;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -128,6 +129,36 @@ pub(crate) struct ListenerState {
 /// under it, or, once the loop is freed, by `_listener_close` alone.
 static LISTENERS: Table<ListenerState> = Table::new(handle::TAG_LISTENER);
 
+/// What a loop keeps for its C connections: the stream layer's shared
+/// context (read buffer, counters), made on first use, and the handles of the
+/// connections still open (told at `_free`).
+#[derive(Default)]
+pub(crate) struct LoopStreams {
+    ctx: OnceCell<Rc<TcpContext>>,
+    conns: RefCell<HashSet<Handle>>,
+}
+
+impl LoopStreams {
+    pub(crate) fn context(&self) -> Rc<TcpContext> {
+        self.ctx
+            .get_or_init(|| TcpContext::new(Default::default()))
+            .clone()
+    }
+
+    fn add_conn(&self, h: Handle) {
+        self.conns.borrow_mut().insert(h);
+    }
+
+    fn remove_conn(&self, h: Handle) {
+        self.conns.borrow_mut().remove(&h);
+    }
+
+    /// The handles of the connections still open, forgotten here.
+    pub(crate) fn take_conns(&self) -> Vec<Handle> {
+        self.conns.take().into_iter().collect()
+    }
+}
+
 /// One connection's handler: the C callbacks, the user data and the handle.
 struct CConn {
     cbs: epoll_loop_conn_callbacks,
@@ -140,12 +171,8 @@ struct CConn {
     poison: Poison,
     user_data: Cell<*mut c_void>,
     conn: RefCell<Weak<Conn>>,
-    /// The status `on_close` will be called with, while its delivery is pending.
-    pending: Cell<Option<c_int>>,
     /// `on_close` is being (or was) delivered: calls on the handle are `EPIPE`.
     reported: Cell<bool>,
-    /// Itself, so that `on_close` can keep the handler alive until delivery.
-    me: Weak<CConn>,
 }
 
 impl CConn {
@@ -155,7 +182,7 @@ impl CConn {
         lp: &LoopState,
         user_data: *mut c_void,
     ) -> Result<Rc<CConn>, Errno> {
-        let cc = Rc::new_cyclic(|me| CConn {
+        let cc = Rc::new(CConn {
             cbs,
             handle: Cell::new(0),
             lp,
@@ -163,16 +190,14 @@ impl CConn {
             poison: Poison::default(),
             user_data: Cell::new(user_data),
             conn: RefCell::new(Weak::new()),
-            pending: Cell::new(None),
             reported: Cell::new(false),
-            me: me.clone(),
         });
         let h = CONNS.insert(Box::new(ConnSlot {
             cc: Rc::as_ptr(&cc),
             lp,
         }))?;
         cc.handle.set(h);
-        lp.add_conn(h);
+        lp.streams().add_conn(h);
         Ok(cc)
     }
 
@@ -194,7 +219,7 @@ impl CConn {
         drop(CONNS.remove(h, in_child));
         if !in_child {
             // SAFETY: the loop outlives its connections' handles (see `ConnSlot`).
-            unsafe { &*self.lp }.remove_conn(h);
+            unsafe { &*self.lp }.streams().remove_conn(h);
         }
     }
 
@@ -203,7 +228,6 @@ impl CConn {
         if self.reported.replace(true) {
             return;
         }
-        self.pending.set(None);
         if let Some(f) = self.cbs.on_close {
             // SAFETY: the caller's callback with its handle, still live.
             unsafe { f(self.ptr(), status, self.user_data.get()) }
@@ -241,17 +265,11 @@ impl ConnHandler for CConn {
         }
     }
 
-    fn on_close(&self, lp: &EventLoop, _: &Rc<Conn>, error: c_int) {
-        // Deliver from the loop, not from inside whatever closed the connection:
-        // the timer's closure keeps this handler alive until then. Should the
-        // loop be freed first, `conn_loop_freed` delivers the recorded status.
-        let Some(me) = self.me.upgrade() else { return };
-        self.pending.set(Some(error));
-        lp.timer_start(
-            0,
-            0,
-            Rc::new(move |_: &EventLoop, _| me.deliver_close(error)),
-        );
+    /// From the loop already (the stream layer never calls it from inside
+    /// the call that closed the connection). Should the loop be freed first,
+    /// `conn_loop_freed` delivers the status the connection closed with.
+    fn on_close(&self, _: &EventLoop, _: &Rc<Conn>, error: Option<Errno>) {
+        self.deliver_close(error.map_or(0, Errno::to_negative));
     }
 }
 
@@ -274,7 +292,13 @@ pub(crate) fn conn_loop_freed(h: Handle, deliver: bool) {
     // drops it only after this returns.
     let cc = unsafe { &*cc };
     if deliver {
-        cc.deliver_close(cc.pending.get().unwrap_or(-libc::ECANCELED));
+        // Closed but not yet told: the status it closed with; else still open.
+        let pending = cc.conn.borrow().upgrade().and_then(|c| c.pending_close());
+        let status = match pending {
+            Some(status) => status.map_or(0, Errno::to_negative),
+            None => Errno::ECANCELED.to_negative(),
+        };
+        cc.deliver_close(status);
     } else {
         cc.reported.set(true);
         cc.retire();
@@ -334,7 +358,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_listen(
         let fd = socket::tcp_listen(&addr, backlog, false)?;
         let port = socket::local_addr(std::os::fd::AsRawFd::as_raw_fd(&fd))?.port();
         let limits = Rc::new(Cell::new(Limits::default()));
-        let ctx = st.tcp_context();
+        let ctx = st.streams().context();
         let lp: *const LoopState = st;
         let lim = limits.clone();
         let stats = ctx.stats.clone();
@@ -513,7 +537,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_connect(
         let conn = Conn::connect(
             st.core(),
             &addr,
-            st.tcp_context(),
+            st.streams().context(),
             cc.clone(),
             Limits::default(),
         )?;
@@ -707,7 +731,7 @@ pub unsafe extern "C" fn epoll_loop_conn_abort(c: *mut epoll_loop_conn) -> c_int
         if conn.is_closed() {
             return Err(Errno(libc::EPIPE));
         }
-        conn.abort(lp, -libc::ECONNABORTED);
+        conn.abort(lp, Some(Errno::ECONNABORTED));
         Ok(0)
     })
 }

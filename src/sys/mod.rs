@@ -35,6 +35,21 @@ impl Errno {
     pub const EINVAL: Errno = Errno(libc::EINVAL);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
     pub const ENOTRECOVERABLE: Errno = Errno(libc::ENOTRECOVERABLE);
+    pub const EIO: Errno = Errno(libc::EIO);
+    pub const EPIPE: Errno = Errno(libc::EPIPE);
+    pub const EMFILE: Errno = Errno(libc::EMFILE);
+    pub const ENFILE: Errno = Errno(libc::ENFILE);
+    pub const EPROTO: Errno = Errno(libc::EPROTO);
+    pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+    pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
+    pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
+    pub const ECONNRESET: Errno = Errno(libc::ECONNRESET);
+    pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
+    pub const ECONNABORTED: Errno = Errno(libc::ECONNABORTED);
+    pub const ESHUTDOWN: Errno = Errno(libc::ESHUTDOWN);
+    pub const EDEADLK: Errno = Errno(libc::EDEADLK);
+    pub const ECANCELED: Errno = Errno(libc::ECANCELED);
+    pub const EADDRINUSE: Errno = Errno(libc::EADDRINUSE);
 
     /// The first of the library's own codes; 3000..=3099 are name-resolution
     /// failures (`3000 + n` for glibc's `EAI_*` value `-n`), from 3100 others.
@@ -64,6 +79,8 @@ impl Errno {
     /// A signal to watch is not blocked in the calling thread (see
     /// `EventLoop::signal_start`).
     pub const ENOTBLOCKED: Errno = Errno(3100);
+    /// An object made before a `fork()`, used in the child.
+    pub const EFORKED: Errno = Errno(3101);
 
     /// The calling thread's current `errno`.
     pub fn last() -> Errno {
@@ -96,6 +113,9 @@ impl Errno {
         }
         if self == Self::ENOTBLOCKED {
             return Some("signal not blocked: block it in every thread first".into());
+        }
+        if self == Self::EFORKED {
+            return Some("used in a forked child: the object belongs to the parent".into());
         }
         Some(format!("epoll-loop error {}", self.0))
     }
