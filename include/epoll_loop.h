@@ -213,6 +213,60 @@ typedef struct epoll_loop_conn epoll_loop_conn;
 typedef struct epoll_loop_listener epoll_loop_listener;
 
 /**
+ * The callbacks of a connection. Any of them may be NULL.
+ *
+ * Every callback receives the connection and its user data (accepted
+ * connections start with their listener's, outgoing ones with the one given to
+ * `epoll_loop_tcp_connect`; change it with `epoll_loop_conn_set_user_data`).
+ * For per-connection state on accepted connections, set it first thing in
+ * `on_open`: until then (and in `on_close`, if it never was) the callbacks get
+ * the listener's user data.
+ */
+typedef struct epoll_loop_conn_callbacks {
+  /**
+   * The connection is established: accepted, or an outgoing connect completed.
+   * Not called when a connect fails (then only `on_close` runs).
+   */
+  void (*on_open)(struct epoll_loop_conn *conn, void *user_data);
+  /**
+   * `len` bytes arrived at `data` (valid only during the call). With
+   * half-open allowed (`epoll_loop_conn_set_half_open`), the peer's EOF is
+   * reported as `data == NULL, len == 0`.
+   */
+  void (*on_data)(struct epoll_loop_conn *conn, const uint8_t *data, size_t len, void *user_data);
+  /**
+   * The write queue fell to its low-water mark after having been above it:
+   * a good moment to resume a paused producer. Also after every
+   * `epoll_loop_conn_write` refused with `-ENOBUFS`: it runs once the queue
+   * is at or below the low-water mark and the refused write fits (at most
+   * `max_queue - len` bytes queued; a chunk larger than `max_queue -
+   * low_water` is refused even at low water), from the loop, never from
+   * inside the refused write. So a producer that stops at `-ENOBUFS` and
+   * retries from here never stalls and never spins, whatever its chunk
+   * size: the retry fits (unless the limits changed meanwhile).
+   * `-EMSGSIZE` is no reason to wait: no `on_drain` follows it. Not called
+   * once writes are refused with `-EPIPE` (after `_close` or `_shutdown`).
+   */
+  void (*on_drain)(struct epoll_loop_conn *conn, void *user_data);
+  /**
+   * The connection is closed: `error` is 0 after a clean close or the peer's
+   * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
+   * inactivity timeout (`epoll_loop_conn_set_timeout`) or when an
+   * `epoll_loop_conn_close` could not finish within its close timeout
+   * (`epoll_loop_conn_set_close_timeout`, default 2 s: queued bytes were
+   * dropped, the peer got a reset), `-ECANCELED` when the loop was freed
+   * while it was open, else the socket's `-errno` (`-ECONNREFUSED`,
+   * `-ECONNRESET`, ...). 0 after a close means every byte written was sent;
+   * the peer's kernel acknowledged them all if the close ended with a reset
+   * (see `epoll_loop_conn_close`). Called exactly once, from the loop (never
+   * from inside the call that closed it) or from `epoll_loop_free`; calls on
+   * the connection inside it return `-EPIPE`, and the handle is invalid
+   * (`-EINVAL`) once it returns.
+   */
+  void (*on_close)(struct epoll_loop_conn *conn, int error, void *user_data);
+} epoll_loop_conn_callbacks;
+
+/**
  * Receives the server's log lines. `level` is one of `EPOLL_LOOP_LOG_*`;
  * `message` is a NUL-terminated line without a trailing newline, valid only
  * during the call. Called on the server's loop thread(s); with `threads > 1`,
@@ -394,72 +448,245 @@ typedef struct epoll_loop_stats {
 } epoll_loop_stats;
 
 /**
- * Called on the loop thread when a watched signal arrives (`signo`).
- */
-typedef void (*epoll_loop_signal_cb)(struct epoll_loop *loop, int signo, void *user_data);
-
-/**
  * A function posted with `epoll_loop_post`, run once on the loop thread.
  */
 typedef void (*epoll_loop_post_cb)(struct epoll_loop *loop, void *user_data);
 
 /**
- * The callbacks of a connection. Any of them may be NULL.
- *
- * Every callback receives the connection and its user data (accepted
- * connections start with their listener's, outgoing ones with the one given to
- * `epoll_loop_tcp_connect`; change it with `epoll_loop_conn_set_user_data`).
- * For per-connection state on accepted connections, set it first thing in
- * `on_open`: until then (and in `on_close`, if it never was) the callbacks get
- * the listener's user data.
+ * Called on the loop thread when a watched signal arrives (`signo`).
  */
-typedef struct epoll_loop_conn_callbacks {
-  /**
-   * The connection is established: accepted, or an outgoing connect completed.
-   * Not called when a connect fails (then only `on_close` runs).
-   */
-  void (*on_open)(struct epoll_loop_conn *conn, void *user_data);
-  /**
-   * `len` bytes arrived at `data` (valid only during the call). With
-   * half-open allowed (`epoll_loop_conn_set_half_open`), the peer's EOF is
-   * reported as `data == NULL, len == 0`.
-   */
-  void (*on_data)(struct epoll_loop_conn *conn, const uint8_t *data, size_t len, void *user_data);
-  /**
-   * The write queue fell to its low-water mark after having been above it:
-   * a good moment to resume a paused producer. Also after every
-   * `epoll_loop_conn_write` refused with `-ENOBUFS`: it runs once the queue
-   * is at or below the low-water mark and the refused write fits (at most
-   * `max_queue - len` bytes queued; a chunk larger than `max_queue -
-   * low_water` is refused even at low water), from the loop, never from
-   * inside the refused write. So a producer that stops at `-ENOBUFS` and
-   * retries from here never stalls and never spins, whatever its chunk
-   * size: the retry fits (unless the limits changed meanwhile).
-   * `-EMSGSIZE` is no reason to wait: no `on_drain` follows it. Not called
-   * once writes are refused with `-EPIPE` (after `_close` or `_shutdown`).
-   */
-  void (*on_drain)(struct epoll_loop_conn *conn, void *user_data);
-  /**
-   * The connection is closed: `error` is 0 after a clean close or the peer's
-   * EOF, `-ECONNABORTED` after `epoll_loop_conn_abort`, `-ETIMEDOUT` after its
-   * inactivity timeout (`epoll_loop_conn_set_timeout`) or when an
-   * `epoll_loop_conn_close` could not finish within its close timeout
-   * (`epoll_loop_conn_set_close_timeout`, default 2 s: queued bytes were
-   * dropped, the peer got a reset), `-ECANCELED` when the loop was freed
-   * while it was open, else the socket's `-errno` (`-ECONNREFUSED`,
-   * `-ECONNRESET`, ...). 0 after a close means every byte written was sent;
-   * the peer's kernel acknowledged them all if the close ended with a reset
-   * (see `epoll_loop_conn_close`). Called exactly once, from the loop (never
-   * from inside the call that closed it) or from `epoll_loop_free`; calls on
-   * the connection inside it return `-EPIPE`, and the handle is invalid
-   * (`-EINVAL`) once it returns.
-   */
-  void (*on_close)(struct epoll_loop_conn *conn, int error, void *user_data);
-} epoll_loop_conn_callbacks;
+typedef void (*epoll_loop_signal_cb)(struct epoll_loop *loop, int signo, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Starts a non-blocking connect to `host:port`. `on_open` runs when the
+ * connection is established; if it fails, only `on_close` runs, with the error
+ * (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
+ * Writes made before `on_open` are queued and sent once it is open.
+ * `host` NULL means "127.0.0.1"; names are resolved synchronously with
+ * getaddrinfo (blocking: pass a numeric address to avoid that), and the first
+ * address it gives is used.
+ * Returns: 0, and the connection in `*out` (no callback has run yet).
+ * Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
+ * UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
+ * `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
+ * `-EMFILE`, `-ENOTRECOVERABLE`.
+ * Ownership: the handle belongs to the library; it stays valid until `on_close`
+ * returns.
+ * Thread safety: loop thread; allowed inside callbacks.
+ */
+int epoll_loop_tcp_connect(struct epoll_loop *loop,
+                           const char *host,
+                           uint16_t port,
+                           const struct epoll_loop_conn_callbacks *cbs,
+                           void *user_data,
+                           struct epoll_loop_conn **out);
+
+/**
+ * Queues `len` bytes from `buf` to send: what the socket takes goes out at once,
+ * only the rest is queued (`EPOLLOUT` is armed only while something is queued).
+ * All or nothing: either every byte is accepted or none is.
+ * Returns: 0 (`len` 0 is a no-op).
+ * Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
+ * would pass its cap: wait for `on_drain`, which is sure to follow once the
+ * queue is at or below the low-water mark and this write fits; retry it
+ * there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
+ * never be queued: no `on_drain` follows; split it or raise the cap with
+ * `epoll_loop_conn_set_limits`; any `len` up to `SIZE_MAX` gets this answer,
+ * checked before `buf` is touched), `-EPIPE` (the connection is closing,
+ * shut down or closed, even if `on_close` has not been delivered yet).
+ * Ownership: the bytes are copied; `buf` stays the caller's.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_write(struct epoll_loop_conn *c, const void *buf, size_t len);
+
+/**
+ * Stops reading from the connection (TCP then pushes back on the peer).
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_pause(struct epoll_loop_conn *c);
+
+/**
+ * Resumes reading after `epoll_loop_conn_pause`.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_resume(struct epoll_loop_conn *c);
+
+/**
+ * Sends what is queued, then half-closes (FIN). Reading continues; the
+ * connection closes (`on_close(0)`) when the peer's EOF arrives too.
+ * Returns: 0 (also when already shut down).
+ * Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
+
+/**
+ * Stops delivering data, sends what is queued, then closes; `on_close(0)`
+ * follows, from the loop. Unread input from the peer is drained and dropped
+ * (lingering: we send FIN and wait for the peer's EOF) so that the close does
+ * not turn into a reset that would destroy bytes still in flight; after 2 s
+ * of that the connection is reset, with `on_close(0)`, as soon as the peer
+ * has acknowledged every byte. On a connection still connecting, bytes
+ * written so far are sent too: `on_open` runs when the connect completes,
+ * then the queue goes out and the connection closes (with nothing queued it
+ * closes at once, without `on_open`).
+ * The whole close, from this call (connecting, flushing, lingering), is
+ * bounded by the connection's close timeout, 2 s unless changed with
+ * `epoll_loop_conn_set_close_timeout`: when it expires the connection is
+ * reset and `on_close(-ETIMEDOUT)` reports that bytes were lost (or
+ * `on_close(0)` if it was lingering and the peer had acknowledged them all).
+ * So a peer that stops reading cannot hold a close, or a graceful shutdown
+ * waiting for it, forever.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_close(struct epoll_loop_conn *c);
+
+/**
+ * Sets the close timeout: how long an `epoll_loop_conn_close` may take in all
+ * (finishing a connect, sending what is queued, lingering for the peer's EOF)
+ * before the connection is reset (RST) and `on_close(-ETIMEDOUT)` follows
+ * (`on_close(0)` if it was lingering and the peer had acknowledged every
+ * byte). Default 2000 ms. `timeout_ms` 0 means no limit, an explicit
+ * opt-in: a close then waits as long as the peer takes to read what was
+ * written, forever if it never reads (`epoll_loop_conn_abort` still ends it).
+ * Set it before `epoll_loop_conn_close`; the inactivity timeout
+ * (`epoll_loop_conn_set_timeout`) is separate and keeps applying while the
+ * queue is flushed.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`c` NULL or invalid), `-EPIPE` (closing or closed: the
+ * running close keeps the timeout it started with).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_close_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
+
+/**
+ * Closes at once with a reset (RST), discarding what is queued;
+ * `on_close(-ECONNABORTED)` follows, from the loop.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (already closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_abort(struct epoll_loop_conn *c);
+
+/**
+ * Sets the user data passed to the connection's callbacks from now on.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`c` NULL or invalid).
+ * Ownership: the caller keeps owning `user_data`.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_user_data(struct epoll_loop_conn *c, void *user_data);
+
+/**
+ * The connection's user data.
+ * Returns: the user data (NULL if `c` is NULL or invalid).
+ * Errors: none (an invalid handle gives NULL).
+ * Ownership: the pointer stays the caller's.
+ * Thread safety: loop thread.
+ */
+void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
+
+/**
+ * Sets the write-queue limits: `epoll_loop_conn_write` fails with `-ENOBUFS`
+ * rather than queue past `max_queue` bytes (`-EMSGSIZE` for a write larger
+ * than `max_queue` by itself), and `on_drain` runs when the queue falls to
+ * `low_water` after having been above it, and after a write refused with
+ * `-ENOBUFS` once the queue is at or below `low_water` and that write fits
+ * (on the next loop turn, never from inside this call, if these new limits
+ * put the queue there already).
+ * Bytes already queued stay queued, even above a lower cap.
+ * Defaults: 1 MiB, 64 KiB.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above
+ * `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`), `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_limits(struct epoll_loop_conn *c, size_t max_queue, size_t low_water);
+
+/**
+ * With `enable` non-zero, the peer's EOF no longer closes the connection: it is
+ * reported as `on_data(c, NULL, 0, ud)` and the connection stays open for
+ * writing until `epoll_loop_conn_shutdown` or `_close` (a proxy needs this to
+ * relay a half-close). Default: off (EOF flushes, then `on_close(0)`).
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_half_open(struct epoll_loop_conn *c, int enable);
+
+/**
+ * Closes the connection with `on_close(-ETIMEDOUT)` after `timeout_ms`
+ * milliseconds without a successful read or write (while connecting: after
+ * `timeout_ms` from this call). 0 turns it off.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-EPIPE` (closing or closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_set_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
+
+/**
+ * Bytes queued on the connection and not yet taken by the socket.
+ * Returns: 0, and the count in `*out`.
+ * Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_get_queued(const struct epoll_loop_conn *c, size_t *out);
+
+/**
+ * The connection's socket descriptor (for `setsockopt` and the like; do not
+ * read, write or close it).
+ * Returns: the fd.
+ * Errors: `-EINVAL`, `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_fileno(const struct epoll_loop_conn *c);
+
+/**
+ * The peer's address: its numeric IP as text in `host` (NUL-terminated; 46 bytes
+ * fit any address) and its port in `*port`. Either may be NULL if not wanted.
+ * Returns: 0.
+ * Errors: `-EINVAL`, `-ENOSPC` (`host_len` too small), `-ENOTCONN` (not
+ * connected yet or any more), `-EPIPE` (closed).
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_peer_address(const struct epoll_loop_conn *c,
+                                 char *host,
+                                 size_t host_len,
+                                 uint16_t *port);
+
+/**
+ * The connection's local address, as `epoll_loop_conn_peer_address`.
+ * Returns: 0.
+ * Errors: as `epoll_loop_conn_peer_address`.
+ * Ownership: unchanged.
+ * Thread safety: loop thread.
+ */
+int epoll_loop_conn_local_address(const struct epoll_loop_conn *c,
+                                  char *host,
+                                  size_t host_len,
+                                  uint16_t *port);
 
 /**
  * Fills `*cfg` with the defaults (127.0.0.1:8888 as in the tutorial, backlog
@@ -830,71 +1057,6 @@ int epoll_loop_timer_stop(struct epoll_loop *loop, uint64_t timer_id);
 int epoll_loop_get_stats(const struct epoll_loop *loop, struct epoll_loop_stats *out);
 
 /**
- * Blocks `signo` in the calling thread, so that it can be received through
- * `epoll_loop_signal_start` instead of its default action.
- *
- * The blocking rule: a signal watched by a loop must be blocked in every thread
- * of the process, or the kernel may deliver it to a thread that has it
- * unblocked (running its handler or default action, e.g. terminating). Call this
- * in the main thread before starting other threads (they inherit the mask).
- * Returns: 0.
- * Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
- * nothing can block).
- * Ownership: nothing.
- * Thread safety: affects only the calling thread.
- */
-int epoll_loop_signal_block(int signo);
-
-/**
- * Calls `cb(loop, signo, user_data)` on the loop thread each time `signo`
- * arrives (through a signalfd; several signals share one per loop). A watched
- * signal keeps `epoll_loop_run` running, like a registered fd.
- *
- * Only one loop in the process should watch a given signal: each arrival is
- * read by one of them.
- * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
- * `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
- * calling thread: block it with `epoll_loop_signal_block` first, in every
- * thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
- * `-ENOTRECOVERABLE`.
- * Ownership: the caller keeps owning `user_data`.
- * Thread safety: loop thread; allowed inside callbacks.
- */
-int epoll_loop_signal_start(struct epoll_loop *loop,
-                            int signo,
-                            epoll_loop_signal_cb cb,
-                            void *user_data);
-
-/**
- * Stops watching `signo` on this loop (the signal stays blocked).
- * Returns: 0.
- * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOENT` (not watched here),
- * `-ENOTRECOVERABLE`.
- * Ownership: the loop drops `user_data` without calling anything.
- * Thread safety: loop thread; allowed inside callbacks.
- */
-int epoll_loop_signal_stop(struct epoll_loop *loop, int signo);
-
-/**
- * Runs `cb(loop, user_data)` once on the loop thread, in the loop's next
- * iteration, waking it if it is blocked. Functions posted from one thread run
- * in posting order; each run counts as a callback.
- * Returns: 0.
- * Every post that returned 0 runs exactly once: normally in an iteration of
- * the loop, or, if the loop is freed first, inside `epoll_loop_free` (on the
- * thread that frees it, with `loop` already invalid for further calls).
- * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
- * is being freed right now), `EPOLL_LOOP_EFORKED` (a loop of the parent
- * process, in a forked child), `-ENOTRECOVERABLE`. After an error `cb` never
- * runs: `user_data` is still the caller's to release.
- * Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
- * Thread safety: safe from any thread (takes a mutex: not async-signal-safe),
- * even while another thread frees the loop.
- */
-int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_data);
-
-/**
  * Listens on `host:port` and accepts connections on the loop: each accepted
  * connection gets `*cbs` (copied) and starts with `user_data`; `on_open` runs for
  * it at once. Running out of fds (`EMFILE`) neither stops the listener nor makes
@@ -960,231 +1122,69 @@ int epoll_loop_listener_set_limits(struct epoll_loop_listener *l,
 int epoll_loop_listener_close(struct epoll_loop_listener *l);
 
 /**
- * Starts a non-blocking connect to `host:port`. `on_open` runs when the
- * connection is established; if it fails, only `on_close` runs, with the error
- * (`-ECONNREFUSED`, `-ETIMEDOUT` after `epoll_loop_conn_set_timeout`, ...).
- * Writes made before `on_open` are queued and sent once it is open.
- * `host` NULL means "127.0.0.1"; names are resolved synchronously with
- * getaddrinfo (blocking: pass a numeric address to avoid that), and the first
- * address it gives is used.
- * Returns: 0, and the connection in `*out` (no callback has run yet).
- * Errors: (no callback will run) `-EINVAL` (NULL `loop`/`cbs`/`out`, host not
- * UTF-8), `EPOLL_LOOP_EAI_*` (the host name did not resolve:
- * `EPOLL_LOOP_EAI_NONAME`, `EPOLL_LOOP_EAI_AGAIN`, ...), `-ENETUNREACH`,
- * `-EMFILE`, `-ENOTRECOVERABLE`.
- * Ownership: the handle belongs to the library; it stays valid until `on_close`
- * returns.
+ * Runs `cb(loop, user_data)` once on the loop thread, in the loop's next
+ * iteration, waking it if it is blocked. Functions posted from one thread run
+ * in posting order; each run counts as a callback.
+ * Returns: 0.
+ * Every post that returned 0 runs exactly once: normally in an iteration of
+ * the loop, or, if the loop is freed first, inside `epoll_loop_free` (on the
+ * thread that frees it, with `loop` already invalid for further calls).
+ * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
+ * is being freed right now), `EPOLL_LOOP_EFORKED` (a loop of the parent
+ * process, in a forked child), `-ENOTRECOVERABLE`. After an error `cb` never
+ * runs: `user_data` is still the caller's to release.
+ * Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
+ * Thread safety: safe from any thread (takes a mutex: not async-signal-safe),
+ * even while another thread frees the loop.
+ */
+int epoll_loop_post(struct epoll_loop *loop, epoll_loop_post_cb cb, void *user_data);
+
+/**
+ * Blocks `signo` in the calling thread, so that it can be received through
+ * `epoll_loop_signal_start` instead of its default action.
+ *
+ * The blocking rule: a signal watched by a loop must be blocked in every thread
+ * of the process, or the kernel may deliver it to a thread that has it
+ * unblocked (running its handler or default action, e.g. terminating). Call this
+ * in the main thread before starting other threads (they inherit the mask).
+ * Returns: 0.
+ * Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
+ * nothing can block).
+ * Ownership: nothing.
+ * Thread safety: affects only the calling thread.
+ */
+int epoll_loop_signal_block(int signo);
+
+/**
+ * Calls `cb(loop, signo, user_data)` on the loop thread each time `signo`
+ * arrives (through a signalfd; several signals share one per loop). A watched
+ * signal keeps `epoll_loop_run` running, like a registered fd.
+ *
+ * Only one loop in the process should watch a given signal: each arrival is
+ * read by one of them.
+ * Returns: 0.
+ * Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
+ * `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
+ * calling thread: block it with `epoll_loop_signal_block` first, in every
+ * thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
+ * `-ENOTRECOVERABLE`.
+ * Ownership: the caller keeps owning `user_data`.
  * Thread safety: loop thread; allowed inside callbacks.
  */
-int epoll_loop_tcp_connect(struct epoll_loop *loop,
-                           const char *host,
-                           uint16_t port,
-                           const struct epoll_loop_conn_callbacks *cbs,
-                           void *user_data,
-                           struct epoll_loop_conn **out);
+int epoll_loop_signal_start(struct epoll_loop *loop,
+                            int signo,
+                            epoll_loop_signal_cb cb,
+                            void *user_data);
 
 /**
- * Queues `len` bytes from `buf` to send: what the socket takes goes out at once,
- * only the rest is queued (`EPOLLOUT` is armed only while something is queued).
- * All or nothing: either every byte is accepted or none is.
- * Returns: 0 (`len` 0 is a no-op).
- * Errors: `-EINVAL` (`c` or `buf` NULL, handle invalid), `-ENOBUFS` (the queue
- * would pass its cap: wait for `on_drain`, which is sure to follow once the
- * queue is at or below the low-water mark and this write fits; retry it
- * there), `-EMSGSIZE` (`len` alone is larger than the cap, so it could
- * never be queued: no `on_drain` follows; split it or raise the cap with
- * `epoll_loop_conn_set_limits`; any `len` up to `SIZE_MAX` gets this answer,
- * checked before `buf` is touched), `-EPIPE` (the connection is closing,
- * shut down or closed, even if `on_close` has not been delivered yet).
- * Ownership: the bytes are copied; `buf` stays the caller's.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_write(struct epoll_loop_conn *c, const void *buf, size_t len);
-
-/**
- * Stops reading from the connection (TCP then pushes back on the peer).
+ * Stops watching `signo` on this loop (the signal stays blocked).
  * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
+ * Errors: `-EINVAL` (`loop` NULL or freed), `-ENOENT` (not watched here),
+ * `-ENOTRECOVERABLE`.
+ * Ownership: the loop drops `user_data` without calling anything.
+ * Thread safety: loop thread; allowed inside callbacks.
  */
-int epoll_loop_conn_pause(struct epoll_loop_conn *c);
-
-/**
- * Resumes reading after `epoll_loop_conn_pause`.
- * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_resume(struct epoll_loop_conn *c);
-
-/**
- * Sends what is queued, then half-closes (FIN). Reading continues; the
- * connection closes (`on_close(0)`) when the peer's EOF arrives too.
- * Returns: 0 (also when already shut down).
- * Errors: `-EINVAL`, `-EPIPE` (closing or closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_shutdown(struct epoll_loop_conn *c);
-
-/**
- * Stops delivering data, sends what is queued, then closes; `on_close(0)`
- * follows, from the loop. Unread input from the peer is drained and dropped
- * (lingering: we send FIN and wait for the peer's EOF) so that the close does
- * not turn into a reset that would destroy bytes still in flight; after 2 s
- * of that the connection is reset, with `on_close(0)`, as soon as the peer
- * has acknowledged every byte. On a connection still connecting, bytes
- * written so far are sent too: `on_open` runs when the connect completes,
- * then the queue goes out and the connection closes (with nothing queued it
- * closes at once, without `on_open`).
- * The whole close, from this call (connecting, flushing, lingering), is
- * bounded by the connection's close timeout, 2 s unless changed with
- * `epoll_loop_conn_set_close_timeout`: when it expires the connection is
- * reset and `on_close(-ETIMEDOUT)` reports that bytes were lost (or
- * `on_close(0)` if it was lingering and the peer had acknowledged them all).
- * So a peer that stops reading cannot hold a close, or a graceful shutdown
- * waiting for it, forever.
- * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (already closing or closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_close(struct epoll_loop_conn *c);
-
-/**
- * Sets the close timeout: how long an `epoll_loop_conn_close` may take in all
- * (finishing a connect, sending what is queued, lingering for the peer's EOF)
- * before the connection is reset (RST) and `on_close(-ETIMEDOUT)` follows
- * (`on_close(0)` if it was lingering and the peer had acknowledged every
- * byte). Default 2000 ms. `timeout_ms` 0 means no limit, an explicit
- * opt-in: a close then waits as long as the peer takes to read what was
- * written, forever if it never reads (`epoll_loop_conn_abort` still ends it).
- * Set it before `epoll_loop_conn_close`; the inactivity timeout
- * (`epoll_loop_conn_set_timeout`) is separate and keeps applying while the
- * queue is flushed.
- * Returns: 0.
- * Errors: `-EINVAL` (`c` NULL or invalid), `-EPIPE` (closing or closed: the
- * running close keeps the timeout it started with).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_set_close_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
-
-/**
- * Closes at once with a reset (RST), discarding what is queued;
- * `on_close(-ECONNABORTED)` follows, from the loop.
- * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (already closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_abort(struct epoll_loop_conn *c);
-
-/**
- * Sets the user data passed to the connection's callbacks from now on.
- * Returns: 0.
- * Errors: `-EINVAL` (`c` NULL or invalid).
- * Ownership: the caller keeps owning `user_data`.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_set_user_data(struct epoll_loop_conn *c, void *user_data);
-
-/**
- * The connection's user data.
- * Returns: the user data (NULL if `c` is NULL or invalid).
- * Errors: none (an invalid handle gives NULL).
- * Ownership: the pointer stays the caller's.
- * Thread safety: loop thread.
- */
-void *epoll_loop_conn_get_user_data(const struct epoll_loop_conn *c);
-
-/**
- * Sets the write-queue limits: `epoll_loop_conn_write` fails with `-ENOBUFS`
- * rather than queue past `max_queue` bytes (`-EMSGSIZE` for a write larger
- * than `max_queue` by itself), and `on_drain` runs when the queue falls to
- * `low_water` after having been above it, and after a write refused with
- * `-ENOBUFS` once the queue is at or below `low_water` and that write fits
- * (on the next loop turn, never from inside this call, if these new limits
- * put the queue there already).
- * Bytes already queued stay queued, even above a lower cap.
- * Defaults: 1 MiB, 64 KiB.
- * Returns: 0.
- * Errors: `-EINVAL` (`low_water >= max_queue`, `max_queue` 0 or above
- * `UINT32_MAX`, on 32-bit systems `SSIZE_MAX`), `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_set_limits(struct epoll_loop_conn *c, size_t max_queue, size_t low_water);
-
-/**
- * With `enable` non-zero, the peer's EOF no longer closes the connection: it is
- * reported as `on_data(c, NULL, 0, ud)` and the connection stays open for
- * writing until `epoll_loop_conn_shutdown` or `_close` (a proxy needs this to
- * relay a half-close). Default: off (EOF flushes, then `on_close(0)`).
- * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_set_half_open(struct epoll_loop_conn *c, int enable);
-
-/**
- * Closes the connection with `on_close(-ETIMEDOUT)` after `timeout_ms`
- * milliseconds without a successful read or write (while connecting: after
- * `timeout_ms` from this call). 0 turns it off.
- * Returns: 0.
- * Errors: `-EINVAL`, `-EPIPE` (closing or closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_set_timeout(struct epoll_loop_conn *c, uint32_t timeout_ms);
-
-/**
- * Bytes queued on the connection and not yet taken by the socket.
- * Returns: 0, and the count in `*out`.
- * Errors: `-EINVAL` (`c` or `out` NULL), `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_get_queued(const struct epoll_loop_conn *c, size_t *out);
-
-/**
- * The connection's socket descriptor (for `setsockopt` and the like; do not
- * read, write or close it).
- * Returns: the fd.
- * Errors: `-EINVAL`, `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_fileno(const struct epoll_loop_conn *c);
-
-/**
- * The peer's address: its numeric IP as text in `host` (NUL-terminated; 46 bytes
- * fit any address) and its port in `*port`. Either may be NULL if not wanted.
- * Returns: 0.
- * Errors: `-EINVAL`, `-ENOSPC` (`host_len` too small), `-ENOTCONN` (not
- * connected yet or any more), `-EPIPE` (closed).
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_peer_address(const struct epoll_loop_conn *c,
-                                 char *host,
-                                 size_t host_len,
-                                 uint16_t *port);
-
-/**
- * The connection's local address, as `epoll_loop_conn_peer_address`.
- * Returns: 0.
- * Errors: as `epoll_loop_conn_peer_address`.
- * Ownership: unchanged.
- * Thread safety: loop thread.
- */
-int epoll_loop_conn_local_address(const struct epoll_loop_conn *c,
-                                  char *host,
-                                  size_t host_len,
-                                  uint16_t *port);
+int epoll_loop_signal_stop(struct epoll_loop *loop, int signo);
 
 /**
  * The library's version as `(major << 16) | (minor << 8) | patch`.

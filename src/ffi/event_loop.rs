@@ -1,8 +1,8 @@
 //! `epoll_loop`: the loop object of the C API.
 
+use super::conn::LoopStreams;
 use super::guard::{boundary, code, guarded, write_out};
 use super::handle::{self, EFORKED, Handle, Poison, Table};
-use super::tcp::LoopStreams;
 use crate::event_loop::{self as core, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
 use crate::sys::{self, Errno};
 use std::cell::RefCell;
@@ -154,7 +154,7 @@ impl LoopState {
             super::echo::server_loop_freed(s);
         }
         for c in self.streams.take_conns() {
-            super::tcp::conn_loop_freed(c, true);
+            super::conn::conn_loop_freed(c, true);
         }
         drop(self);
     }
@@ -170,7 +170,7 @@ impl LoopState {
             super::echo::server_loop_freed(s);
         }
         for c in self.streams.take_conns() {
-            super::tcp::conn_loop_freed(c, false);
+            super::conn::conn_loop_freed(c, false);
         }
         drop(self);
     }
@@ -551,7 +551,10 @@ pub unsafe extern "C" fn epoll_loop_run(r#loop: *mut epoll_loop) -> c_int {
 /// Runs `f` with the thread-safe part of a live loop, from any thread: no
 /// owner check, only the handle (`EINVAL`), the fork check and the poison flag
 /// (`ENOTRECOVERABLE`). Async-signal-safe as long as `f` is.
-fn with_remote(lp: *const epoll_loop, f: impl FnOnce(&Remote) -> Result<(), Errno>) -> c_int {
+pub(crate) fn with_remote(
+    lp: *const epoll_loop,
+    f: impl FnOnce(&Remote) -> Result<(), Errno>,
+) -> c_int {
     let Some(st) = LOOPS.get(handle::from_ptr(lp)) else {
         return -libc::EINVAL;
     };
@@ -713,130 +716,4 @@ pub mod testing {
             st.poison.arm_panic();
         }
     }
-}
-
-/// Called on the loop thread when a watched signal arrives (`signo`).
-pub type epoll_loop_signal_cb =
-    Option<unsafe extern "C" fn(r#loop: *mut epoll_loop, signo: c_int, user_data: *mut c_void)>;
-
-/// A function posted with `epoll_loop_post`, run once on the loop thread.
-pub type epoll_loop_post_cb =
-    Option<unsafe extern "C" fn(r#loop: *mut epoll_loop, user_data: *mut c_void)>;
-
-/// Blocks `signo` in the calling thread, so that it can be received through
-/// `epoll_loop_signal_start` instead of its default action.
-///
-/// The blocking rule: a signal watched by a loop must be blocked in every thread
-/// of the process, or the kernel may deliver it to a thread that has it
-/// unblocked (running its handler or default action, e.g. terminating). Call this
-/// in the main thread before starting other threads (they inherit the mask).
-/// Returns: 0.
-/// Errors: `-EINVAL` (not a valid signal number, or `SIGKILL`/`SIGSTOP`, which
-/// nothing can block).
-/// Ownership: nothing.
-/// Thread safety: affects only the calling thread.
-#[unsafe(no_mangle)]
-pub extern "C" fn epoll_loop_signal_block(signo: c_int) -> c_int {
-    boundary(|| code(sys::signal::block(signo).map(|()| 0)))
-}
-
-/// Calls `cb(loop, signo, user_data)` on the loop thread each time `signo`
-/// arrives (through a signalfd; several signals share one per loop). A watched
-/// signal keeps `epoll_loop_run` running, like a registered fd.
-///
-/// Only one loop in the process should watch a given signal: each arrival is
-/// read by one of them.
-/// Returns: 0.
-/// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL, `signo` invalid or
-/// `SIGKILL`/`SIGSTOP`), `EPOLL_LOOP_ENOTBLOCKED` (`signo` is not blocked in the
-/// calling thread: block it with `epoll_loop_signal_block` first, in every
-/// thread), `-EEXIST` (already watched on this loop), `-EMFILE`, `-ENOMEM`,
-/// `-ENOTRECOVERABLE`.
-/// Ownership: the caller keeps owning `user_data`.
-/// Thread safety: loop thread; allowed inside callbacks.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn epoll_loop_signal_start(
-    r#loop: *mut epoll_loop,
-    signo: c_int,
-    cb: epoll_loop_signal_cb,
-    user_data: *mut c_void,
-) -> c_int {
-    with_loop(r#loop, false, |st, _| {
-        let f = cb.ok_or(Errno::EINVAL)?;
-        let lp = r#loop;
-        st.core
-            .signal_start(
-                signo,
-                Rc::new(move |_: &EventLoop, s: i32| {
-                    // SAFETY: the caller's callback with its own loop and user data.
-                    unsafe { f(lp, s, user_data) }
-                }),
-            )
-            .map(|()| 0)
-    })
-}
-
-/// Stops watching `signo` on this loop (the signal stays blocked).
-/// Returns: 0.
-/// Errors: `-EINVAL` (`loop` NULL or freed), `-ENOENT` (not watched here),
-/// `-ENOTRECOVERABLE`.
-/// Ownership: the loop drops `user_data` without calling anything.
-/// Thread safety: loop thread; allowed inside callbacks.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn epoll_loop_signal_stop(r#loop: *mut epoll_loop, signo: c_int) -> c_int {
-    with_loop(r#loop, false, |st, _| {
-        st.core.signal_stop(signo).map(|()| 0)
-    })
-}
-
-/// The loop pointer and user data of a post, carried to the loop thread.
-struct PostArgs {
-    f: unsafe extern "C" fn(r#loop: *mut epoll_loop, user_data: *mut c_void),
-    lp: *mut epoll_loop,
-    user_data: *mut c_void,
-}
-
-// SAFETY: the pointers are only used on the loop thread, where the function runs;
-// `epoll_loop_post` documents that user_data is handed to that thread.
-unsafe impl Send for PostArgs {}
-
-impl PostArgs {
-    fn call(self) {
-        // SAFETY: the caller's callback, run on the loop thread with its loop
-        // (alive: posts run only inside its _poll) and its own user data.
-        unsafe { (self.f)(self.lp, self.user_data) }
-    }
-}
-
-/// Runs `cb(loop, user_data)` once on the loop thread, in the loop's next
-/// iteration, waking it if it is blocked. Functions posted from one thread run
-/// in posting order; each run counts as a callback.
-/// Returns: 0.
-/// Every post that returned 0 runs exactly once: normally in an iteration of
-/// the loop, or, if the loop is freed first, inside `epoll_loop_free` (on the
-/// thread that frees it, with `loop` already invalid for further calls).
-/// Errors: `-EINVAL` (`loop` NULL or freed, `cb` NULL), `-ESHUTDOWN` (the loop
-/// is being freed right now), `EPOLL_LOOP_EFORKED` (a loop of the parent
-/// process, in a forked child), `-ENOTRECOVERABLE`. After an error `cb` never
-/// runs: `user_data` is still the caller's to release.
-/// Ownership: `user_data` travels to the loop thread; the caller keeps owning it.
-/// Thread safety: safe from any thread (takes a mutex: not async-signal-safe),
-/// even while another thread frees the loop.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn epoll_loop_post(
-    r#loop: *mut epoll_loop,
-    cb: epoll_loop_post_cb,
-    user_data: *mut c_void,
-) -> c_int {
-    let Some(f) = cb else {
-        return -libc::EINVAL;
-    };
-    with_remote(r#loop, |remote| {
-        let args = PostArgs {
-            f,
-            lp: r#loop,
-            user_data,
-        };
-        remote.post(Box::new(move |_: &EventLoop| args.call()))
-    })
 }

@@ -11,16 +11,22 @@
 #![allow(clippy::missing_safety_doc)]
 #![allow(non_camel_case_types)]
 
+pub mod conn;
 pub mod echo;
 pub mod error;
 pub mod event_loop;
 pub(crate) mod guard;
 pub(crate) mod handle;
-pub mod tcp;
+pub mod listener;
+pub mod post;
+pub mod signal;
 pub mod version;
 
+pub use conn::*;
 pub use echo::*;
 pub use error::*;
 pub use event_loop::*;
-pub use tcp::*;
+pub use listener::*;
+pub use post::*;
+pub use signal::*;
 pub use version::*;
