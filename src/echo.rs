@@ -93,12 +93,6 @@ impl Default for EchoConfig {
     }
 }
 
-/// Counters shared by all workers of a server.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub stats: Arc<TcpStats>,
-}
-
 /// `EINVAL` for settings the server cannot honour: no or more than 1024
 /// threads, `max_pending_bytes` 0 or above [`MAX_PENDING_BYTES`], no host.
 fn validate(cfg: &EchoConfig) -> Result<()> {
@@ -150,7 +144,7 @@ fn bind_all(cfg: &EchoConfig) -> Result<(Vec<OwnedFd>, u16)> {
 /// The echo server on one loop.
 pub struct Worker {
     cfg: EchoConfig,
-    shared: Arc<Shared>,
+    shared: Arc<TcpStats>,
     ctx: Rc<TcpContext>,
     listener: RefCell<Weak<Listener>>,
     conns: RefCell<Vec<Option<Weak<Conn>>>>,
@@ -183,11 +177,11 @@ impl Worker {
     fn new(
         lp: &EventLoop,
         cfg: EchoConfig,
-        shared: Arc<Shared>,
+        shared: Arc<TcpStats>,
         fd: OwnedFd,
     ) -> Result<Rc<Worker>> {
         let w = Rc::new(Worker {
-            ctx: TcpContext::new(shared.stats.clone()),
+            ctx: TcpContext::new(shared.clone()),
             cfg,
             shared,
             listener: RefCell::new(Weak::new()),
@@ -203,7 +197,7 @@ impl Worker {
         let l = Listener::open(
             lp,
             fd,
-            w.shared.stats.clone(),
+            w.shared.clone(),
             Box::new(move |lp: &EventLoop, fd| wa.accepted(lp, fd)),
             Box::new(move |e| {
                 if let Some(w) = we.upgrade() {
@@ -230,7 +224,7 @@ impl Worker {
             return Err(Errno::EINVAL);
         }
         let (mut fds, port) = bind_all(&cfg)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(TcpStats::default());
         let w = Worker::new(lp, cfg, shared, fds.pop().expect("one listener"))?;
         w.log(LOG_INFO, || {
             format!("server started successfully, listening on port {port}")
@@ -238,8 +232,8 @@ impl Worker {
         Ok((w, port))
     }
 
-    /// The server's counters.
-    pub fn shared(&self) -> &Arc<Shared> {
+    /// The server's counters (shared by its workers).
+    pub fn shared(&self) -> &Arc<TcpStats> {
         &self.shared
     }
 
@@ -250,7 +244,7 @@ impl Worker {
     }
 
     fn accepted(self: &Rc<Self>, lp: &EventLoop, fd: OwnedFd) {
-        let stats = &self.shared.stats;
+        let stats = &self.shared;
         TcpStats::add(&stats.accepted, 1);
         let max = u64::from(self.cfg.max_connections);
         if self.stopping.get() || (max > 0 && TcpStats::get(&stats.active) >= max) {
@@ -304,7 +298,7 @@ impl Worker {
         let now = lp.now_ns() / 1_000_000;
         for c in self.live_conns() {
             if !c.is_closing() && now.saturating_sub(c.last_active_ms()) >= idle {
-                TcpStats::add(&self.shared.stats.idle_timeouts, 1);
+                TcpStats::add(&self.shared.idle_timeouts, 1);
                 self.log(LOG_INFO, || format!("idle timeout: {}", peer(&c)));
                 // Nothing pending: a clean FIN, at once (no lingering: slowloris
                 // connections must go). Bytes pending to a client that stopped
@@ -398,8 +392,8 @@ impl ConnHandler for Worker {
             *slot = None;
         }
         self.open.set(self.open.get().saturating_sub(1));
-        TcpStats::sub(&self.shared.stats.active, 1);
-        TcpStats::add(&self.shared.stats.closed, 1);
+        TcpStats::sub(&self.shared.active, 1);
+        TcpStats::add(&self.shared.closed, 1);
         self.log(LOG_INFO, || match error {
             None => format!("client close: {}", peer(conn)),
             Some(e) => format!("client close: {} ({e})", peer(conn)),
@@ -417,7 +411,7 @@ impl ConnHandler for Worker {
 #[derive(Debug)]
 pub struct EchoServer {
     port: u16,
-    shared: Arc<Shared>,
+    shared: Arc<TcpStats>,
     threads: Vec<(JoinHandle<()>, Arc<crate::event_loop::Remote>)>,
 }
 
@@ -426,7 +420,7 @@ impl EchoServer {
     pub fn start(cfg: EchoConfig) -> Result<EchoServer> {
         validate(&cfg)?;
         let (fds, port) = bind_all(&cfg)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(TcpStats::default());
         if let Some(l) = &cfg.log
             && LOG_INFO <= l.level
         {
@@ -492,8 +486,8 @@ impl EchoServer {
         self.port
     }
 
-    /// The server's counters.
-    pub fn shared(&self) -> &Arc<Shared> {
+    /// The server's counters (shared by its workers).
+    pub fn shared(&self) -> &Arc<TcpStats> {
         &self.shared
     }
 
@@ -585,7 +579,7 @@ mod tests {
         c.read_to_end(&mut back).unwrap();
         writer.join().unwrap();
         assert!(back == data, "echo differs (got {} bytes)", back.len());
-        let st = &srv.shared().stats;
+        let st = srv.shared();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while TcpStats::get(&st.closed) < 1 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -620,7 +614,7 @@ mod tests {
             sent < 64 * 1024 * 1024,
             "the server kept reading a client that never reads"
         );
-        let st = &srv.shared().stats;
+        let st = srv.shared();
         let pending = TcpStats::get(&st.bytes_in) - TcpStats::get(&st.bytes_out);
         assert!(
             pending <= 64 * 1024 + READ_BUFFER as u64,

@@ -50,7 +50,7 @@ impl Server {
     }
 
     fn stat(&self, f: impl Fn(&TcpStats) -> &std::sync::atomic::AtomicU64) -> u64 {
-        TcpStats::get(f(&self.worker.shared().stats))
+        TcpStats::get(f(self.worker.shared()))
     }
 
     /// Polls until `t` finishes (failing after [`LIMIT`]: the server wedged).
@@ -87,7 +87,7 @@ impl Server {
             assert!(Instant::now() < deadline, "stop did not finish");
             self.lp.poll(10).unwrap();
         }
-        let st = &self.worker.shared().stats;
+        let st = self.worker.shared();
         assert_eq!(TcpStats::get(&st.active), 0);
         assert_eq!(
             TcpStats::get(&st.accepted),

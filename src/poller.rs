@@ -10,56 +10,52 @@
 //!   *up*, so a sleep never ends before the deadline it was computed for.
 
 use crate::sys::{self, Errno, Result, epoll};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub use crate::sys::epoll::EpollEvent;
 
-/// One epoll instance. Dropping it (or [`Poller::close`]) closes the descriptor.
+/// One epoll instance. Dropping it closes the descriptor.
 #[derive(Debug)]
 pub struct Poller {
-    fd: Option<OwnedFd>,
+    fd: OwnedFd,
 }
 
 impl Poller {
     /// `select.epoll()`: a new epoll instance (close-on-exec).
     pub fn new() -> Result<Poller> {
         Ok(Poller {
-            fd: Some(epoll::create()?),
+            fd: epoll::create()?,
         })
     }
 
     /// `select.epoll.fromfd()`: adopts an existing epoll descriptor.
     pub fn from_fd(fd: OwnedFd) -> Poller {
-        Poller { fd: Some(fd) }
+        Poller { fd }
     }
 
     /// Gives the descriptor back without closing it.
-    pub fn into_fd(mut self) -> Option<OwnedFd> {
-        self.fd.take()
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
-    fn fd(&self) -> Result<&OwnedFd> {
-        self.fd.as_ref().ok_or(Errno::EBADF)
-    }
-
-    /// `.fileno()`: the epoll descriptor, or `EBADF` once closed.
-    pub fn fileno(&self) -> Result<RawFd> {
-        Ok(self.fd()?.as_raw_fd())
+    /// `.fileno()`: the epoll descriptor.
+    pub fn fileno(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// `.register()`: `EPOLL_CTL_ADD` with `token` as the event data.
     pub fn register(&self, fd: RawFd, events: u32, token: u64) -> Result<()> {
-        epoll::add(self.fd()?, fd, events, token)
+        epoll::add(&self.fd, fd, events, token)
     }
 
     /// `.modify()`: `EPOLL_CTL_MOD`.
     pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> Result<()> {
-        epoll::modify(self.fd()?, fd, events, token)
+        epoll::modify(&self.fd, fd, events, token)
     }
 
     /// `.unregister()`: `EPOLL_CTL_DEL`.
     pub fn unregister(&self, fd: RawFd) -> Result<()> {
-        epoll::delete(self.fd()?, fd)
+        epoll::delete(&self.fd, fd)
     }
 
     /// `.poll()`: waits up to `timeout_ms` (-1 = forever, 0 = no wait) for events
@@ -75,7 +71,7 @@ impl Poller {
         timeout_ms: i32,
         mut before_retry: impl FnMut() -> bool,
     ) -> Result<usize> {
-        let fd = self.fd()?;
+        let fd = &self.fd;
         if timeout_ms < -1 {
             return Err(Errno::EINVAL);
         }
@@ -99,16 +95,6 @@ impl Poller {
                 other => return other,
             }
         }
-    }
-
-    /// `.close()`: closes the descriptor; later calls fail with `EBADF`.
-    pub fn close(&mut self) {
-        self.fd = None;
-    }
-
-    /// Closes nothing and forgets the descriptor (used when adoption fails).
-    pub fn release(mut self) -> Option<RawFd> {
-        self.fd.take().map(IntoRawFd::into_raw_fd)
     }
 }
 
@@ -147,15 +133,6 @@ mod tests {
         p.unregister(efd.as_raw_fd()).unwrap();
         assert_eq!(p.wait(&mut buf, 0, || true).unwrap(), 0);
         assert_eq!(p.unregister(efd.as_raw_fd()), Err(Errno::ENOENT));
-    }
-
-    #[test]
-    fn closed_poller_reports_ebadf() {
-        let mut p = Poller::new().unwrap();
-        assert!(p.fileno().unwrap() >= 0);
-        p.close();
-        assert_eq!(p.fileno(), Err(Errno::EBADF));
-        assert_eq!(p.register(0, libc::EPOLLIN as u32, 0), Err(Errno::EBADF));
     }
 
     #[test]

@@ -14,8 +14,8 @@
 #![no_main]
 
 use ::epoll_loop::ffi::*;
-use ::epoll_loop::sys::Errno;
-use ::epoll_loop::sys::fault::{self, Action, Op};
+use ::epoll_loop::testing::Errno;
+use ::epoll_loop::testing::fault::{self, Action, Op};
 use libfuzzer_sys::fuzz_target;
 use std::ffi::c_int;
 use std::io::{ErrorKind, Read, Write};

@@ -24,8 +24,7 @@ mod remote;
 mod signal;
 mod timers;
 
-pub use remote::{Posted, Remote};
-pub use signal::SignalCallback;
+pub use remote::Remote;
 
 use crate::poller::{EpollEvent, Poller, ms_round_up};
 use crate::sys::{self, Errno, Result, eventfd};
@@ -182,8 +181,7 @@ impl EventLoop {
     /// A loop on an existing epoll descriptor, which it then owns. On failure the
     /// descriptor is handed back unclosed with the error (`EINVAL`: not an epoll fd).
     pub fn from_fd(epfd: OwnedFd) -> std::result::Result<EventLoop, (Errno, OwnedFd)> {
-        Self::with_poller(Poller::from_fd(epfd))
-            .map_err(|(e, p)| (e, p.into_fd().expect("poller not closed")))
+        Self::with_poller(Poller::from_fd(epfd)).map_err(|(e, p)| (e, p.into_fd()))
     }
 
     fn with_poller(poller: Poller) -> std::result::Result<EventLoop, (Errno, Poller)> {
@@ -215,24 +213,12 @@ impl EventLoop {
     /// The epoll descriptor (readable when events are pending; it can be
     /// registered in another loop to nest this one).
     pub fn fileno(&self) -> RawFd {
-        self.poller
-            .fileno()
-            .expect("the loop's poller is never closed")
+        self.poller.fileno()
     }
 
     /// The thread-safe handle for `stop` and `wake`.
     pub fn remote(&self) -> &Arc<Remote> {
         &self.remote
-    }
-
-    /// Same as `self.remote().stop()`.
-    pub fn stop(&self) -> Result<()> {
-        self.remote.stop()
-    }
-
-    /// Same as `self.remote().wake()`.
-    pub fn wake(&self) -> Result<()> {
-        self.remote.wake()
     }
 
     /// The loop's cached monotonic time in nanoseconds: read once after each
@@ -264,11 +250,6 @@ impl EventLoop {
     /// last [`Remote`].
     pub fn forget_posts_on_drop(&self) {
         self.forked.set(true);
-    }
-
-    /// True while `poll` (or `run`) is dispatching on this loop.
-    pub fn is_dispatching(&self) -> bool {
-        self.dispatching.get()
     }
 
     fn check_args(fd: RawFd, events: u32) -> Result<()> {
@@ -385,6 +366,7 @@ impl EventLoop {
     }
 
     /// The events `fd` is registered for, or `None` when it is not registered.
+    #[cfg(test)]
     pub fn registered_events(&self, fd: RawFd) -> Option<u32> {
         let reg = self.registry.borrow();
         reg.slots
@@ -407,12 +389,6 @@ impl EventLoop {
     pub fn timer_stop(&self, id: u64) -> Result<()> {
         let found = self.timers.borrow_mut().stop(id);
         if found { Ok(()) } else { Err(Errno::ENOENT) }
-    }
-
-    /// Queues `f` to run on this loop's thread in the next iteration (from any
-    /// thread, through [`Remote::post`]).
-    pub fn post(&self, f: Posted) -> Result<()> {
-        self.remote.post(f)
     }
 
     /// True when nothing is registered and no timer is pending.

@@ -3,7 +3,9 @@
 use super::event_loop::{LOOPS, epoll_loop, with_loop};
 use super::guard::{boundary, guarded, write_out};
 use super::handle::{self, EFORKED, Handle, Poison, Table};
-use crate::echo::{EchoConfig, EchoServer, Logger, Shared, Worker, c_line};
+use crate::echo::{
+    EchoConfig, EchoServer, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN, Logger, Worker, c_line,
+};
 use crate::stream::TcpStats;
 use crate::sys::Errno;
 use std::cell::RefCell;
@@ -19,6 +21,14 @@ pub const EPOLL_LOOP_LOG_WARN: c_int = 2;
 pub const EPOLL_LOOP_LOG_INFO: c_int = 3;
 /// Log level: per-read detail ("received data").
 pub const EPOLL_LOOP_LOG_DEBUG: c_int = 4;
+
+// The C levels are the echo server's own, number for number.
+const _: () = assert!(
+    EPOLL_LOOP_LOG_ERROR == LOG_ERROR
+        && EPOLL_LOOP_LOG_WARN == LOG_WARN
+        && EPOLL_LOOP_LOG_INFO == LOG_INFO
+        && EPOLL_LOOP_LOG_DEBUG == LOG_DEBUG
+);
 
 /// Receives the server's log lines. `level` is one of `EPOLL_LOOP_LOG_*`;
 /// `message` is a NUL-terminated line without a trailing newline, valid only
@@ -125,7 +135,7 @@ pub(crate) struct ServerState {
     port: u16,
     /// `handle::forks()` when made: a forked child may only release it.
     forks: u32,
-    shared: Arc<Shared>,
+    shared: Arc<TcpStats>,
     kind: Kind,
 }
 
@@ -173,7 +183,7 @@ fn with_server(
     guarded(&st.poison, || f(&st))
 }
 
-fn new_server(port: u16, shared: Arc<Shared>, kind: Kind) -> Result<Handle, Errno> {
+fn new_server(port: u16, shared: Arc<TcpStats>, kind: Kind) -> Result<Handle, Errno> {
     SERVERS.insert(Box::new(ServerState {
         poison: Poison::default(),
         port,
@@ -423,7 +433,7 @@ pub unsafe extern "C" fn echo_server_get_stats(
         if out.is_null() {
             return Err(Errno::EINVAL);
         }
-        let t = &s.shared.stats;
+        let t = &s.shared;
         let st = echo_server_stats {
             accepted: TcpStats::get(&t.accepted),
             active: TcpStats::get(&t.active),

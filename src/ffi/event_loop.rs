@@ -3,7 +3,7 @@
 use super::conn::LoopStreams;
 use super::guard::{boundary, code, guarded, write_out};
 use super::handle::{self, EFORKED, Handle, Poison, Table};
-use crate::event_loop::{self as core, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
+use crate::event_loop::{self as el, EventLoop, IoCallback, Remote, RunExit, TimerCallback};
 use crate::sys::{self, Errno};
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
@@ -689,15 +689,15 @@ pub unsafe extern "C" fn epoll_loop_get_stats(
 }
 
 const _: () = {
-    assert!(EPOLL_LOOP_IN == core::IN);
-    assert!(EPOLL_LOOP_PRI == core::PRI);
-    assert!(EPOLL_LOOP_OUT == core::OUT);
-    assert!(EPOLL_LOOP_ERR == core::ERR);
-    assert!(EPOLL_LOOP_HUP == core::HUP);
-    assert!(EPOLL_LOOP_RDHUP == core::RDHUP);
-    assert!(EPOLL_LOOP_EXCLUSIVE == core::EXCLUSIVE);
-    assert!(EPOLL_LOOP_ONESHOT == core::ONESHOT);
-    assert!(EPOLL_LOOP_ET == core::ET);
+    assert!(EPOLL_LOOP_IN == el::IN);
+    assert!(EPOLL_LOOP_PRI == el::PRI);
+    assert!(EPOLL_LOOP_OUT == el::OUT);
+    assert!(EPOLL_LOOP_ERR == el::ERR);
+    assert!(EPOLL_LOOP_HUP == el::HUP);
+    assert!(EPOLL_LOOP_RDHUP == el::RDHUP);
+    assert!(EPOLL_LOOP_EXCLUSIVE == el::EXCLUSIVE);
+    assert!(EPOLL_LOOP_ONESHOT == el::ONESHOT);
+    assert!(EPOLL_LOOP_ET == el::ET);
 };
 
 /// Test-only hooks (not part of the C API; not in the header).

@@ -232,14 +232,6 @@ impl Conn {
         socket::local_addr(self.fd())
     }
 
-    /// The write-queue limits.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_queue: self.max_queue.get() as usize,
-            low_water: self.low_water.get() as usize,
-        }
-    }
-
     /// Changes the write-queue limits (`EINVAL` unless `low_water < max_queue`).
     /// Bytes already queued stay queued even if above the new cap. A writer
     /// waiting for `on_drain` whose queue the new limits put where `on_drain`

@@ -8,7 +8,6 @@ use super::{ACCEPT_BACKOFF_MS, ACCEPTS_PER_EVENT, TcpStats};
 use crate::event_loop::{EventLoop, IN};
 use crate::sys::{Errno, Result, socket};
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 
@@ -58,11 +57,6 @@ impl Listener {
             Rc::new(move |lp: &EventLoop, _fd, _ev| l2.accept_ready(lp)),
         )?;
         Ok(l)
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        socket::local_addr(self.fd.as_raw_fd())
     }
 
     /// Stops accepting and unregisters (the socket closes when the last reference goes).

@@ -39,7 +39,7 @@ mod write_queue;
 mod tests;
 
 pub use conn::Conn;
-pub use listener::{AcceptCallback, Listener};
+pub use listener::Listener;
 
 use crate::event_loop::EventLoop;
 use crate::sys::{Errno, Result, socket};

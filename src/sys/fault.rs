@@ -21,7 +21,9 @@
 //! `EMFILE` on `accept` leaves the connection in the backlog, exactly as the
 //! kernel would.
 
-use super::{Errno, Result};
+#[cfg(any(test, feature = "fault-injection"))]
+use super::Errno;
+use super::Result;
 
 /// The syscalls that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +62,7 @@ pub enum Op {
     OpenReserve,
 }
 
+#[cfg(any(test, feature = "fault-injection"))]
 impl Op {
     /// Every operation, in declaration order.
     pub const ALL: [Op; 16] = [
@@ -95,6 +98,7 @@ impl Op {
 }
 
 /// What a plan does to one call.
+#[cfg(any(test, feature = "fault-injection"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Fail with this errno; the syscall is not made.
@@ -215,11 +219,6 @@ mod imp {
         burst: u64,
     ) -> impl FnMut(Op, u64) -> Option<Action> {
         move |op, n| (ops.contains(&op) && n % period < burst).then_some(Action::Fail(errno))
-    }
-
-    /// Fails (or shortens) nothing: for checks that count calls.
-    pub fn nothing() -> impl FnMut(Op, u64) -> Option<Action> {
-        |_, _| None
     }
 }
 
