@@ -203,6 +203,12 @@ fn counter() -> (Rc<Cell<u32>>, IoCallback) {
 /// The dispatch rules (docs/ARCHITECTURE.md, "Dispatch rules"), checked on `lp` under whatever plan is
 /// installed on this thread (the fault classes that leave epoll_ctl alone).
 fn check_dispatch_rules(lp: &EventLoop) {
+    check_fd_rules(lp);
+    check_timer_rules(lp);
+    check_cross_thread_rules(lp);
+}
+
+fn check_fd_rules(lp: &EventLoop) {
     // A ready fd's callback runs, and counts.
     let (r, w) = pipe();
     let (hits, cb) = counter();
@@ -244,7 +250,9 @@ fn check_dispatch_rules(lp: &EventLoop) {
     assert_eq!(runs.get(), 1, "the second event of the batch was stale");
     assert_eq!(lp.registered_events(fd1), None);
     assert_eq!(lp.registered_events(fd2), None);
+}
 
+fn check_timer_rules(lp: &EventLoop) {
     // A one-shot timer fires exactly once; its id is then unknown.
     let fired = Rc::new(Cell::new(0u32));
     let f = fired.clone();
@@ -267,7 +275,9 @@ fn check_dispatch_rules(lp: &EventLoop) {
         "poll(40) returned after {took:?}"
     );
     assert!(took < Duration::from_secs(2), "poll(40) took {took:?}");
+}
 
+fn check_cross_thread_rules(lp: &EventLoop) {
     // Posts from another thread run exactly once each; wake makes poll return.
     let ran = Arc::new(AtomicUsize::new(0));
     let remote = lp.remote().clone();
@@ -462,40 +472,7 @@ fn accept_emfile_enfile_enomem() {
     });
     let mut notes = Vec::new();
     for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
-        mode.set(errno);
-        let errors0 = srv.stat(|s| &s.accept_errors);
-        let calls0 = plan.calls(Op::Accept);
-        // A client arrives while accept fails; it waits in the backlog.
-        let port = srv.port;
-        let client = thread::spawn(move || {
-            let mut s = connect(port);
-            s.write_all(b"still there?").unwrap();
-            let mut b = [0u8; 12];
-            s.read_exact(&mut b).unwrap();
-            assert_eq!(&b, b"still there?");
-        });
-        thread::sleep(Duration::from_millis(20));
-        let iterations = srv.poll_for(Duration::from_millis(500));
-        let calls = plan.calls(Op::Accept) - calls0;
-        assert!(
-            srv.stat(|s| &s.accept_errors) > errors0,
-            "errno {errno} not counted"
-        );
-        assert!(
-            iterations <= 60,
-            "errno {errno}: {iterations} iterations in 500 ms: spinning"
-        );
-        assert!(
-            calls <= 40,
-            "errno {errno}: {calls} accept calls in 500 ms: spinning"
-        );
-        // The fault goes away: the waiting client is served.
-        mode.set(0);
-        srv.drive(client);
-        notes.push(format!(
-            "{}: {iterations} iterations/{calls} accepts in 500 ms",
-            Errno(errno)
-        ));
+        notes.push(accept_fails_without_spinning(&srv, &plan, &mode, errno));
     }
 
     // EMFILE where the reserve fd helps: pending clients are shed (closed at
@@ -530,28 +507,55 @@ fn accept_emfile_enfile_enomem() {
     srv.stop();
 }
 
-/// `epoll_ctl` fails: `ADD` with `ENOMEM`/`ENOSPC`, `MOD` with `ENOMEM`.
-#[test]
-fn failing_epoll_ctl() {
-    let lp = EventLoop::new().unwrap();
-    let fail_add = Rc::new(Cell::new(0u32)); // how many of the next ADDs fail
-    let fail_mod = Rc::new(Cell::new(0u32));
-    let every_mod = Rc::new(Cell::new(0u64)); // fail every n-th MOD (0: off)
-    let (a, m, e) = (fail_add.clone(), fail_mod.clone(), every_mod.clone());
-    let plan = fault::install(move |op, n| {
-        let take = |c: &Cell<u32>| {
-            let left = c.get();
-            c.set(left.saturating_sub(1));
-            left > 0
-        };
-        match op {
-            Op::EpollAdd if take(&a) => Some(Action::Fail(Errno(libc::ENOSPC))),
-            Op::EpollMod if take(&m) => Some(Action::Fail(Errno::ENOMEM)),
-            Op::EpollMod if e.get() > 0 && n % e.get() == 0 => Some(Action::Fail(Errno::ENOMEM)),
-            _ => None,
-        }
+/// While every accept fails with `errno` (through `mode`, see
+/// `accept_emfile_enfile_enomem`), a waiting client stays in the backlog, the
+/// failures are counted and the listener does not spin; once the fault is gone
+/// the client is served. Returns a line for the report.
+fn accept_fails_without_spinning(
+    srv: &Server,
+    plan: &PlanGuard,
+    mode: &Cell<i32>,
+    errno: i32,
+) -> String {
+    mode.set(errno);
+    let errors0 = srv.stat(|s| &s.accept_errors);
+    let calls0 = plan.calls(Op::Accept);
+    // A client arrives while accept fails; it waits in the backlog.
+    let port = srv.port;
+    let client = thread::spawn(move || {
+        let mut s = connect(port);
+        s.write_all(b"still there?").unwrap();
+        let mut b = [0u8; 12];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"still there?");
     });
+    thread::sleep(Duration::from_millis(20));
+    let iterations = srv.poll_for(Duration::from_millis(500));
+    let calls = plan.calls(Op::Accept) - calls0;
+    assert!(
+        srv.stat(|s| &s.accept_errors) > errors0,
+        "errno {errno} not counted"
+    );
+    assert!(
+        iterations <= 60,
+        "errno {errno}: {iterations} iterations in 500 ms: spinning"
+    );
+    assert!(
+        calls <= 40,
+        "errno {errno}: {calls} accept calls in 500 ms: spinning"
+    );
+    // The fault goes away: the waiting client is served.
+    mode.set(0);
+    srv.drive(client);
+    format!(
+        "{}: {iterations} iterations/{calls} accepts in 500 ms",
+        Errno(errno)
+    )
+}
 
+/// The loop's registry when `epoll_ctl` fails (`fail_add`/`fail_mod`: how
+/// many of the next ADDs/MODs the installed plan fails).
+fn registry_under_failing_epoll_ctl(lp: &EventLoop, fail_add: &Cell<u32>, fail_mod: &Cell<u32>) {
     // Dispatch rules: a failed register leaves nothing behind, and the fd can
     // be registered later with a fresh generation.
     let (r, w) = pipe();
@@ -603,6 +607,31 @@ fn failing_epoll_ctl() {
     lp.register(fd, IN, counter().1).unwrap();
     lp.unregister(fd).unwrap();
     drop((r, w));
+}
+
+/// `epoll_ctl` fails: `ADD` with `ENOMEM`/`ENOSPC`, `MOD` with `ENOMEM`.
+#[test]
+fn failing_epoll_ctl() {
+    let lp = EventLoop::new().unwrap();
+    let fail_add = Rc::new(Cell::new(0u32)); // how many of the next ADDs fail
+    let fail_mod = Rc::new(Cell::new(0u32));
+    let every_mod = Rc::new(Cell::new(0u64)); // fail every n-th MOD (0: off)
+    let (a, m, e) = (fail_add.clone(), fail_mod.clone(), every_mod.clone());
+    let plan = fault::install(move |op, n| {
+        let take = |c: &Cell<u32>| {
+            let left = c.get();
+            c.set(left.saturating_sub(1));
+            left > 0
+        };
+        match op {
+            Op::EpollAdd if take(&a) => Some(Action::Fail(Errno(libc::ENOSPC))),
+            Op::EpollMod if take(&m) => Some(Action::Fail(Errno::ENOMEM)),
+            Op::EpollMod if e.get() > 0 && n % e.get() == 0 => Some(Action::Fail(Errno::ENOMEM)),
+            _ => None,
+        }
+    });
+
+    registry_under_failing_epoll_ctl(&lp, &fail_add, &fail_mod);
 
     // The echo server: connections whose ADD fails are closed at once (the
     // client sees EOF), the server keeps serving.
@@ -637,8 +666,6 @@ fn failing_epoll_ctl() {
     assert!(plan.injected(Op::EpollMod) > 0);
     println!("MOD calls during the echo: {}", plan.calls(Op::EpollMod));
 
-    // EMFILE makes the listener back off (MOD to 0, a timer, MOD back to IN);
-    // if re-arming fails, it must try again rather than stop accepting forever.
     every_mod.set(0);
     report("epoll_ctl", &plan, "");
     drop(plan);
