@@ -558,6 +558,21 @@ mod tests {
         }
     }
 
+    /// Sends `data` (then half-closes, from another thread) and checks that
+    /// exactly `data` comes back before EOF.
+    fn echo_all(c: &mut TcpStream, data: &[u8]) {
+        let mut w = c.try_clone().unwrap();
+        let d2 = data.to_vec();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&d2).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "echo differs (got {} bytes)", back.len());
+    }
+
     fn connect(port: u16) -> TcpStream {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -569,16 +584,7 @@ mod tests {
         let mut srv = EchoServer::start(cfg()).unwrap();
         let mut c = connect(srv.port());
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let mut w = c.try_clone().unwrap();
-        let d2 = data.clone();
-        let writer = std::thread::spawn(move || {
-            w.write_all(&d2).unwrap();
-            w.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut back = Vec::new();
-        c.read_to_end(&mut back).unwrap();
-        writer.join().unwrap();
-        assert!(back == data, "echo differs (got {} bytes)", back.len());
+        echo_all(&mut c, &data);
         let st = srv.shared();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while TcpStats::get(&st.closed) < 1 && std::time::Instant::now() < deadline {
@@ -665,16 +671,7 @@ mod tests {
         .unwrap();
         let mut c = connect(srv.port());
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = c.try_clone().unwrap();
-        let d2 = data.clone();
-        let writer = std::thread::spawn(move || {
-            w.write_all(&d2).unwrap();
-            w.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut back = Vec::new();
-        c.read_to_end(&mut back).unwrap();
-        writer.join().unwrap();
-        assert!(back == data, "echo differs (got {} bytes)", back.len());
+        echo_all(&mut c, &data);
         srv.stop();
     }
 

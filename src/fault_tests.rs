@@ -127,6 +127,20 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
+/// Connects `n` clients one after the other; each must see its connection
+/// closed at once (EOF or a reset), as a shed or refused client does.
+fn refused_clients(port: u16, n: usize) {
+    for _ in 0..n {
+        let mut s = connect(port);
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("expected the server to close at once, got {other:?}"),
+        }
+    }
+}
+
 /// A client socket with a 4 KiB receive buffer, set before connecting, so that
 /// the server's writes back stall soon and its queue, pause and resume work.
 fn connect_small_rcvbuf(port: u16) -> TcpStream {
@@ -480,17 +494,7 @@ fn accept_emfile_enfile_enomem() {
     mode.set(-1);
     let rejected0 = srv.stat(|s| &s.rejected);
     let port = srv.port;
-    let shed = thread::spawn(move || {
-        for _ in 0..3 {
-            let mut s = connect(port);
-            let mut b = [0u8; 1];
-            match s.read(&mut b) {
-                Ok(0) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-                other => panic!("a shed client should see a close, got {other:?}"),
-            }
-        }
-    });
+    let shed = thread::spawn(move || refused_clients(port, 3));
     srv.drive(shed);
     let rejected = srv.stat(|s| &s.rejected) - rejected0;
     assert!(rejected >= 3, "shed {rejected} of 3");
@@ -643,17 +647,7 @@ fn failing_epoll_ctl() {
     let (worker, port) = Worker::attach(&lp, cfg).unwrap();
     let srv = Server { lp, worker, port };
     fail_add.set(3);
-    let refused = thread::spawn(move || {
-        for _ in 0..3 {
-            let mut s = connect(port);
-            let mut b = [0u8; 1];
-            match s.read(&mut b) {
-                Ok(0) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-                other => panic!("expected a close, got {other:?}"),
-            }
-        }
-    });
+    let refused = thread::spawn(move || refused_clients(port, 3));
     srv.drive(refused);
     assert_eq!(fail_add.get(), 0);
     assert!(srv.stat(|s| &s.accept_errors) >= 3);

@@ -14,8 +14,8 @@ use super::event_loop::{LoopState, epoll_loop, with_loop};
 use super::guard::{guarded, write_out};
 use super::handle::{self, Handle, Poison, Table};
 use crate::event_loop::EventLoop;
-use crate::stream::{Conn, ConnHandler, Limits, TcpContext};
-use crate::sys::{Errno, socket};
+use crate::stream::{self, Conn, ConnHandler, Limits, TcpContext};
+use crate::sys::Errno;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashSet;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -279,7 +279,7 @@ pub(crate) fn conn_loop_freed(h: Handle, deliver: bool) {
     }
 }
 
-pub(super) fn read_host(host: *const c_char) -> Result<String, Errno> {
+fn read_host(host: *const c_char) -> Result<String, Errno> {
     if host.is_null() {
         return Ok("127.0.0.1".into());
     }
@@ -288,7 +288,19 @@ pub(super) fn read_host(host: *const c_char) -> Result<String, Errno> {
     Ok(h.to_str().map_err(|_| Errno::EINVAL)?.to_owned())
 }
 
-pub(super) fn read_callbacks(
+/// What a listen or a connect was given: the callbacks, and the first address
+/// of `host:port` (`host` NULL: 127.0.0.1; numeric hosts without a lookup).
+pub(super) fn read_endpoint(
+    host: *const c_char,
+    port: u16,
+    cbs: *const epoll_loop_conn_callbacks,
+) -> Result<(epoll_loop_conn_callbacks, SocketAddr), Errno> {
+    let cbs = read_callbacks(cbs)?;
+    let addr = stream::resolve(&read_host(host)?, port)?[0];
+    Ok((cbs, addr))
+}
+
+fn read_callbacks(
     cbs: *const epoll_loop_conn_callbacks,
 ) -> Result<epoll_loop_conn_callbacks, Errno> {
     // SAFETY: NULL or a readable callbacks struct, per the contract.
@@ -323,8 +335,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_connect(
         if out.is_null() {
             return Err(Errno::EINVAL);
         }
-        let cbs = read_callbacks(cbs)?;
-        let addr: SocketAddr = socket::resolve(&read_host(host)?, port)?[0];
+        let (cbs, addr) = read_endpoint(host, port, cbs)?;
         let cc = CConn::new(cbs, st, user_data)?;
         let conn = Conn::connect(
             st.core(),
@@ -658,6 +669,19 @@ pub unsafe extern "C" fn epoll_loop_conn_fileno(c: *const epoll_loop_conn) -> c_
     with_conn(c, |_, conn, _| Ok(conn.fd()))
 }
 
+/// One of a connection's addresses (`which`), written as `write_name` does.
+fn address_of(
+    c: *const epoll_loop_conn,
+    which: fn(&Conn) -> Result<SocketAddr, Errno>,
+    host: *mut c_char,
+    host_len: usize,
+    port: *mut u16,
+) -> c_int {
+    with_conn(c, |_, conn, _| {
+        write_name(which(conn)?, host, host_len, port)
+    })
+}
+
 fn write_name(
     addr: SocketAddr,
     host: *mut c_char,
@@ -696,9 +720,7 @@ pub unsafe extern "C" fn epoll_loop_conn_peer_address(
     host_len: usize,
     port: *mut u16,
 ) -> c_int {
-    with_conn(c, |_, conn, _| {
-        write_name(conn.peer_addr()?, host, host_len, port)
-    })
+    address_of(c, Conn::peer_addr, host, host_len, port)
 }
 
 /// The connection's local address, as `epoll_loop_conn_peer_address`.
@@ -713,7 +735,5 @@ pub unsafe extern "C" fn epoll_loop_conn_local_address(
     host_len: usize,
     port: *mut u16,
 ) -> c_int {
-    with_conn(c, |_, conn, _| {
-        write_name(conn.local_addr()?, host, host_len, port)
-    })
+    address_of(c, Conn::local_addr, host, host_len, port)
 }

@@ -2,7 +2,7 @@
 //! handle in [`LISTENERS`]; it names its loop by the loop's handle, so a
 //! listener whose loop was freed can still be closed.
 
-use super::conn::{CConn, epoll_loop_conn_callbacks, read_callbacks, read_host};
+use super::conn::{CConn, epoll_loop_conn_callbacks, read_endpoint};
 use super::event_loop::{LOOPS, LoopState, epoll_loop, with_loop};
 use super::guard::{guarded, write_out};
 use super::handle::{self, Handle, Poison, Table};
@@ -69,8 +69,7 @@ pub unsafe extern "C" fn epoll_loop_tcp_listen(
         if out.is_null() {
             return Err(Errno::EINVAL);
         }
-        let cbs = read_callbacks(cbs)?;
-        let addr = stream::resolve(&read_host(host)?, port)?[0];
+        let (cbs, addr) = read_endpoint(host, port, cbs)?;
         let options = ListenOptions {
             backlog,
             reuse_port: false,
