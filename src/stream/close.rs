@@ -42,7 +42,7 @@ impl Conn {
             if self.queued() == 0 {
                 self.close_now(lp, None);
             } else {
-                self.phase.set(Phase::Connecting { close_after: true });
+                self.set(sw::CLOSE_AFTER_CONNECT);
             }
             return;
         }

@@ -14,11 +14,12 @@ use std::rc::{Rc, Weak};
 /// through these (`Connecting` → `Open` → `Flushing` → `Lingering` →
 /// `Closed`, skipping any), each move in one place, named where it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(super) enum Phase {
     /// An outgoing connect is in progress; `EPOLLOUT` tells when it is done.
-    /// `close_after`: a close was asked for meanwhile, with bytes queued:
-    /// they go out once connected, then the connection closes.
-    Connecting { close_after: bool },
+    /// (With [`sw::CLOSE_AFTER_CONNECT`], a close was asked for meanwhile,
+    /// with bytes queued: they go out once connected, then it closes.)
+    Connecting,
     /// Established: reading and writing.
     Open,
     /// A close was asked for: no more data is delivered; what is queued is sent.
@@ -56,6 +57,9 @@ pub(super) mod sw {
     pub const HUP_PARKED: u16 = 256;
     /// A zero-delay timer will check for `on_drain`.
     pub const DRAIN_SOON: u16 = 512;
+    /// Connecting, and a close was asked for (bytes are queued): flush once
+    /// connected, then close.
+    pub const CLOSE_AFTER_CONNECT: u16 = 1024;
 }
 use sw::*;
 
@@ -92,6 +96,20 @@ pub struct Conn {
     ctx: Rc<TcpContext>,
     /// This connection, for timers that must reach it (weak: no cycle).
     pub(super) me: Weak<Conn>,
+}
+
+/// Whether a connection in `phase` with switches `s` reads its socket: open
+/// and not paused, or lingering (reading and discarding until the peer's
+/// EOF); never after the peer's EOF or a failed send.
+fn reads(phase: Phase, s: u16) -> bool {
+    if s & (PEER_EOF | FAILED) != 0 {
+        return false;
+    }
+    match phase {
+        Phase::Open => s & PAUSED == 0,
+        Phase::Lingering => true,
+        Phase::Connecting | Phase::Flushing | Phase::Closed => false,
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -177,8 +195,7 @@ impl Conn {
     ) -> Result<Rc<Conn>> {
         let limits = limits.validate()?;
         let fd = socket::tcp_connect(addr)?;
-        let phase = Phase::Connecting { close_after: false };
-        let conn = Conn::new(lp, fd, ctx, handler, limits, phase);
+        let conn = Conn::new(lp, fd, ctx, handler, limits, Phase::Connecting);
         conn.register(lp, OUT)?;
         Ok(conn)
     }
@@ -201,14 +218,14 @@ impl Conn {
     /// True once a close was asked for (the connection may still be flushing).
     pub fn is_closing(&self) -> bool {
         match self.phase.get() {
-            Phase::Connecting { close_after } => close_after,
+            Phase::Connecting => self.has(CLOSE_AFTER_CONNECT),
             Phase::Open => false,
             Phase::Flushing | Phase::Lingering | Phase::Closed => true,
         }
     }
 
     pub(super) fn is_connecting(&self) -> bool {
-        matches!(self.phase.get(), Phase::Connecting { .. })
+        self.phase.get() == Phase::Connecting
     }
 
     /// The status `on_close` will be called with, while it is on its way
@@ -267,32 +284,31 @@ impl Conn {
 
     /// Whether the socket should be read now.
     fn wants_read(&self) -> bool {
-        if self.has(PEER_EOF | FAILED) {
-            return false;
-        }
-        match self.phase.get() {
-            Phase::Open => !self.has(PAUSED),
-            // Read and discard until the peer's EOF.
-            Phase::Lingering => true,
-            Phase::Connecting { .. } | Phase::Flushing | Phase::Closed => false,
-        }
+        reads(self.phase.get(), self.switches.get())
     }
 
     /// Re-registers for what the connection now needs (only when it changed).
+    /// On the hot path (every write that queues, every flush): one read of
+    /// each cell, then a compare.
     pub(super) fn update_mask(&self, lp: &EventLoop) {
-        if self.is_closed() {
+        let (phase, s) = (self.phase.get(), self.switches.get());
+        if phase == Phase::Closed {
             return;
         }
-        let mut want = if self.wants_read() { IN | RDHUP } else { 0 };
-        if self.queued() > 0 || self.has(FAILED) || self.is_connecting() {
+        let mut want = if reads(phase, s) { IN | RDHUP } else { 0 };
+        if self.queued() > 0 || s & FAILED != 0 || phase == Phase::Connecting {
             want |= OUT;
         }
-        if want & IN == 0 && self.has(HUP_PARKED) {
+        if want & IN == 0 && s & HUP_PARKED != 0 {
             want |= ONESHOT;
         }
-        if want == self.mask.get() {
-            return;
+        if want != self.mask.get() {
+            self.set_mask(lp, want);
         }
+    }
+
+    #[cold]
+    fn set_mask(&self, lp: &EventLoop, want: u32) {
         if lp.modify(self.fd(), want).is_ok() {
             self.mask.set(want);
         } else if !self.has(MASK_RETRY) {
@@ -383,11 +399,13 @@ impl Conn {
     /// True while writes are taken: open (or connecting, before a close was
     /// asked for), not shut down, no send failed.
     fn accepts_writes(&self) -> bool {
-        let phase_ok = matches!(
-            self.phase.get(),
-            Phase::Open | Phase::Connecting { close_after: false }
-        );
-        phase_ok && !self.has(FAILED | SHUT_PENDING | SHUT_DONE)
+        let s = self.switches.get();
+        let phase_ok = match self.phase.get() {
+            Phase::Open => true,
+            Phase::Connecting => s & CLOSE_AFTER_CONNECT == 0,
+            Phase::Flushing | Phase::Lingering | Phase::Closed => false,
+        };
+        phase_ok && s & (FAILED | SHUT_PENDING | SHUT_DONE) == 0
     }
 
     /// What [`Conn::write`] would answer for `len` bytes before looking at them:
@@ -449,7 +467,7 @@ impl Conn {
 
     /// The connect finished (`EPOLLOUT`, or an error): `on_open`, or the error.
     fn connected(self: &Rc<Self>, lp: &EventLoop, events: u32) {
-        let close_after = matches!(self.phase.get(), Phase::Connecting { close_after: true });
+        let close_after = self.has(CLOSE_AFTER_CONNECT);
         let err = match socket::take_error(self.fd()) {
             Ok(None) if events & (libc::EPOLLERR as u32 | HUP) == 0 => None,
             Ok(None) => Some(Errno::ECONNREFUSED),
@@ -460,6 +478,7 @@ impl Conn {
             return;
         }
         // Connected; a close asked for meanwhile now flushes.
+        self.clear(CLOSE_AFTER_CONNECT);
         self.phase.set(if close_after {
             Phase::Flushing
         } else {
