@@ -478,7 +478,7 @@ fn accept_emfile_enfile_enomem() {
         let fail = match m.get() {
             0 => None,
             -1 if lf.get() => None,
-            -1 => Some(Errno(libc::EMFILE)),
+            -1 => Some(Errno::EMFILE),
             e => Some(Errno(e)),
         };
         lf.set(fail.is_some());
@@ -566,7 +566,7 @@ fn registry_under_failing_epoll_ctl(lp: &EventLoop, fail_add: &Cell<u32>, fail_m
     let fd = r.as_raw_fd();
     let (hits, cb) = counter();
     fail_add.set(1);
-    assert_eq!(lp.register(fd, IN, cb.clone()), Err(Errno(libc::ENOSPC)));
+    assert_eq!(lp.register(fd, IN, cb.clone()), Err(Errno::ENOSPC));
     assert_eq!(lp.registered_events(fd), None);
     assert_eq!(lp.stats().registered, 0);
     assert_eq!(lp.unregister(fd), Err(Errno::ENOENT));
@@ -589,7 +589,7 @@ fn registry_under_failing_epoll_ctl(lp: &EventLoop, fail_add: &Cell<u32>, fail_m
     lp.unregister(fd).unwrap();
     lp.register(fd, IN | EXCLUSIVE, counter().1).unwrap();
     fail_add.set(1);
-    assert_eq!(lp.modify(fd, IN), Err(Errno(libc::ENOSPC)));
+    assert_eq!(lp.modify(fd, IN), Err(Errno::ENOSPC));
     assert_eq!(lp.registered_events(fd), Some(IN | EXCLUSIVE));
     write1(&w);
     assert_eq!(
@@ -601,7 +601,7 @@ fn registry_under_failing_epoll_ctl(lp: &EventLoop, fail_add: &Cell<u32>, fail_m
     // If not even the old mask can be put back, the fd is no longer registered
     // (the loop does not claim a registration the kernel lost).
     fail_add.set(2);
-    assert_eq!(lp.modify(fd, IN), Err(Errno(libc::ENOSPC)));
+    assert_eq!(lp.modify(fd, IN), Err(Errno::ENOSPC));
     assert_eq!(
         lp.registered_events(fd),
         None,
@@ -628,7 +628,7 @@ fn failing_epoll_ctl() {
             left > 0
         };
         match op {
-            Op::EpollAdd if take(&a) => Some(Action::Fail(Errno(libc::ENOSPC))),
+            Op::EpollAdd if take(&a) => Some(Action::Fail(Errno::ENOSPC)),
             Op::EpollMod if take(&m) => Some(Action::Fail(Errno::ENOMEM)),
             Op::EpollMod if e.get() > 0 && n % e.get() == 0 => Some(Action::Fail(Errno::ENOMEM)),
             _ => None,
@@ -705,7 +705,7 @@ fn listener_back_off_survives_a_failed_rearm() {
     let fail_mods = Rc::new(Cell::new(0u32));
     let (em, fm) = (emfile.clone(), fail_mods.clone());
     let plan = fault::install(move |op, _| match op {
-        Op::Accept if em.get() => Some(Action::Fail(Errno(libc::EMFILE))),
+        Op::Accept if em.get() => Some(Action::Fail(Errno::EMFILE)),
         Op::EpollMod if fm.get() > 0 => {
             fm.set(fm.get() - 1);
             Some(Action::Fail(Errno::ENOMEM))
@@ -742,13 +742,8 @@ fn plans_are_per_thread() {
     for (i, op) in Op::ALL.iter().enumerate() {
         assert_eq!(*op as usize, i, "Op::ALL is in declaration order");
     }
-    let plan = fault::install(fault::bursts(
-        &[Op::EventfdCreate],
-        Errno(libc::EMFILE),
-        1,
-        1,
-    ));
-    assert_eq!(EventLoop::new().err(), Some(Errno(libc::EMFILE)));
+    let plan = fault::install(fault::bursts(&[Op::EventfdCreate], Errno::EMFILE, 1, 1));
+    assert_eq!(EventLoop::new().err(), Some(Errno::EMFILE));
     let other = thread::spawn(|| EventLoop::new().is_ok()).join().unwrap();
     assert!(other, "another thread is not affected");
     assert_eq!(plan.injected(Op::EventfdCreate), 1);

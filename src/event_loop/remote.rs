@@ -59,7 +59,7 @@ impl Remote {
         {
             let mut q = self.posts.lock().unwrap_or_else(|p| p.into_inner());
             if q.closed {
-                return Err(Errno(libc::ESHUTDOWN));
+                return Err(Errno::ESHUTDOWN);
             }
             q.queue.push_back(f);
         }
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 0);
         assert_eq!(
             remote.post(Box::new(|_: &EventLoop| {})).err(),
-            Some(Errno(libc::ESHUTDOWN))
+            Some(Errno::ESHUTDOWN)
         );
     }
 }

@@ -50,6 +50,7 @@ impl Errno {
     pub const EDEADLK: Errno = Errno(libc::EDEADLK);
     pub const ECANCELED: Errno = Errno(libc::ECANCELED);
     pub const EADDRINUSE: Errno = Errno(libc::EADDRINUSE);
+    pub const ENOSPC: Errno = Errno(libc::ENOSPC);
 
     /// The first of the library's own codes; 3000..=3099 are name-resolution
     /// failures (`3000 + n` for glibc's `EAI_*` value `-n`), from 3100 others.
