@@ -45,7 +45,7 @@ STATIC_LIB   := $(BUILD_DIR)/$(LIB_NAME).a
 HEADER       := include/epoll_loop.h
 
 # What a static link needs besides the archive (`rustc --print native-static-libs`);
-# keep in step with STATIC_LIBS in tests/common/mod.rs.
+# keep in step with STATIC_LIBS in tests/support/c.rs.
 LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 # The directories as epoll_loop.pc spells them: relative to ${prefix} where they
@@ -149,7 +149,7 @@ fuzz:
 
 # make sanitize: the library ITSELF built with Rust's sanitizers (the C tests
 # under ASan only instrument the C side). cargo builds the test binaries, the
-# rlib they link and the .so the C tests load (tests/common: lib_dir() is the
+# rlib they link and the .so the C tests load (tests/support: lib_dir() is the
 # test binary's own deps/ directory) with -Zsanitizer=...; -Zbuild-std rebuilds
 # std the same way, so std's own code is checked too and its synchronisation is
 # visible to ThreadSanitizer (no false races). That needs a nightly toolchain

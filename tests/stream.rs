@@ -15,20 +15,23 @@
 //!   condition or a deadline; peers use socket timeouts.
 //! - Only 127.0.0.1 and port 0 (or a port just closed, for "refused").
 
-mod common;
+mod support;
 
 use ::epoll_loop::ffi::*;
-use common::{Link, Scratch, compile_c, lib_dir, out_dir, root, sanitizer_env};
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::Scratch;
+use support::c::{assert_c_tests_passed, assert_sanitizer_clean, build_c_test, sanitizer_env};
+use support::ffi::Loop;
+use support::process::{Running, output_within};
 
 // ---------------------------------------------------------------------------
 // What the callbacks saw
@@ -372,82 +375,52 @@ fn set_buf(fd: c_int, opt: c_int, bytes: c_int) -> c_int {
 // Loop and listener
 // ---------------------------------------------------------------------------
 
-/// A loop owned by the test, freed on drop. Declare the `Rec`s a test's
-/// callbacks point at before it, so they outlive it.
-struct Loop(*mut epoll_loop);
+/// The stream layer's calls on a test's [`Loop`]. Declare the `Rec`s a test's
+/// callbacks point at before the loop, so they outlive it.
+trait Stream {
+    /// A listener on 127.0.0.1, port 0, with `CBS` and `srv`.
+    fn listen(&self, srv: &Rec) -> Listener;
+    /// An outgoing connection to 127.0.0.1:`port` with `rec`'s callbacks.
+    fn connect(&self, port: u16, rec: &Rec) -> *mut epoll_loop_conn;
+}
 
-impl Loop {
-    fn new() -> Loop {
-        let mut p = std::ptr::null_mut();
-        // SAFETY: `p` is a writable out-pointer.
-        assert_eq!(unsafe { epoll_loop_new(&mut p) }, 0, "epoll_loop_new");
-        assert!(!p.is_null());
-        Loop(p)
-    }
-
-    fn poll(&self, ms: c_int) -> c_int {
-        // SAFETY: a live loop, driven by this thread only.
-        let rc = unsafe { epoll_loop_poll(self.0, ms) };
-        assert!(rc >= 0, "epoll_loop_poll: {rc}");
-        rc
-    }
-
-    fn stats(&self) -> epoll_loop_stats {
-        let mut st = epoll_loop_stats::default();
-        // SAFETY: a live loop; `st` is writable.
-        assert_eq!(unsafe { epoll_loop_get_stats(self.0, &mut st) }, 0);
-        st
-    }
-
-    /// Polls until `done()`, failing after `limit`.
-    fn poll_until(&self, what: &str, limit: Duration, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-            self.poll(20);
-        }
-    }
-
-    /// Polls for `d` (to show that nothing more happens).
-    fn poll_for(&self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            self.poll(10);
-        }
-    }
-
+impl Stream for Loop<'_> {
     fn listen(&self, srv: &Rec) -> Listener {
         let mut l = std::ptr::null_mut();
         // SAFETY: a live loop; the host is a C string; `CBS` is static; `srv`
         // outlives the loop (declared before it); `l` is writable.
         let rc = unsafe {
-            epoll_loop_tcp_listen(self.0, c"127.0.0.1".as_ptr(), 0, 0, &CBS, srv.ud(), &mut l)
+            epoll_loop_tcp_listen(
+                self.ptr(),
+                c"127.0.0.1".as_ptr(),
+                0,
+                0,
+                &CBS,
+                srv.ud(),
+                &mut l,
+            )
         };
         assert_eq!(rc, 0, "epoll_loop_tcp_listen");
         Listener(l)
     }
 
-    /// An outgoing connection to 127.0.0.1:`port` with `rec`'s callbacks.
     fn connect(&self, port: u16, rec: &Rec) -> *mut epoll_loop_conn {
         let mut c = std::ptr::null_mut();
         // SAFETY: as in `listen`; `c` is writable.
         let rc = unsafe {
-            epoll_loop_tcp_connect(self.0, c"127.0.0.1".as_ptr(), port, &CBS, rec.ud(), &mut c)
+            epoll_loop_tcp_connect(
+                self.ptr(),
+                c"127.0.0.1".as_ptr(),
+                port,
+                &CBS,
+                rec.ud(),
+                &mut c,
+            )
         };
         assert_eq!(rc, 0, "epoll_loop_tcp_connect to port {port}");
         assert!(!c.is_null());
         rec.conn.set(c);
         c
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        // SAFETY: a live loop nothing else frees; no callback is running.
-        let rc = unsafe { epoll_loop_free(self.0) };
-        if !thread::panicking() {
-            assert_eq!(rc, 0, "epoll_loop_free");
-        }
     }
 }
 
@@ -611,7 +584,7 @@ fn connect_to_a_black_hole_times_out_with_etimedout() {
     let c = lp.connect(addr.port(), &cli);
     let t0 = Instant::now();
     assert_eq!(set_timeout(c, 300), 0);
-    lp.poll(20);
+    lp.poll_ok(20);
     assert_eq!(
         address(c, Side::Peer, 64),
         Err(-libc::ENOTCONN),
@@ -683,11 +656,11 @@ fn calls_with_null_return_einval() {
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_listen(lp.0, host, 0, 0, std::ptr::null(), rec.ud(), &mut out_l),
+            epoll_loop_tcp_listen(lp.ptr(), host, 0, 0, std::ptr::null(), rec.ud(), &mut out_l),
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_listen(lp.0, host, 0, 0, &CBS, rec.ud(), std::ptr::null_mut()),
+            epoll_loop_tcp_listen(lp.ptr(), host, 0, 0, &CBS, rec.ud(), std::ptr::null_mut()),
             einval
         );
         assert_eq!(
@@ -695,16 +668,16 @@ fn calls_with_null_return_einval() {
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_connect(lp.0, host, 9, std::ptr::null(), rec.ud(), &mut out_c),
+            epoll_loop_tcp_connect(lp.ptr(), host, 9, std::ptr::null(), rec.ud(), &mut out_c),
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_connect(lp.0, host, 9, &CBS, rec.ud(), std::ptr::null_mut()),
+            epoll_loop_tcp_connect(lp.ptr(), host, 9, &CBS, rec.ud(), std::ptr::null_mut()),
             einval
         );
         let bad_utf8 = c"\xff\xfe".as_ptr();
         assert_eq!(
-            epoll_loop_tcp_connect(lp.0, bad_utf8, 9, &CBS, rec.ud(), &mut out_c),
+            epoll_loop_tcp_connect(lp.ptr(), bad_utf8, 9, &CBS, rec.ud(), &mut out_c),
             einval
         );
     }
@@ -1183,7 +1156,7 @@ fn stream_through_slow_peer(
             p.sent.get()
         );
         assert!(now < deadline, "chunk {chunk}: transfer not done in 300 s");
-        lp.poll(20);
+        lp.poll_ok(20);
     }
     let elapsed = start.elapsed();
     let got = reader.join().expect("reader thread");
@@ -2066,7 +2039,7 @@ fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
     // SAFETY: a live loop; NULL callbacks / loops are answered with -EINVAL.
     unsafe {
         assert_eq!(
-            epoll_loop_post(lp.0, None, std::ptr::null_mut()),
+            epoll_loop_post(lp.ptr(), None, std::ptr::null_mut()),
             -libc::EINVAL
         );
         assert_eq!(
@@ -2075,7 +2048,7 @@ fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
         );
     }
     let target = PostTarget {
-        lp: lp.0,
+        lp: lp.ptr(),
         state: &st,
     };
     let barrier = Barrier::new(THREADS + 1);
@@ -2112,7 +2085,7 @@ fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
         barrier.wait();
         let deadline = Instant::now() + Duration::from_secs(60);
         while st.ran.get() < THREADS as u32 * PER && Instant::now() < deadline {
-            callbacks += i64::from(lp.poll(100));
+            callbacks += i64::from(lp.poll_ok(100));
             iterations += 1;
         }
         for h in handles {
@@ -2138,7 +2111,7 @@ fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
     );
     assert_eq!(*st.next.borrow(), vec![PER; THREADS]);
     // Nothing left: a further poll runs no callback.
-    assert_eq!(lp.poll(0), 0);
+    assert_eq!(lp.poll_ok(0), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -2148,53 +2121,15 @@ fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
 /// `tests/c/stream_test.c`, built once with ASan + UBSan against the `.so`.
 fn stream_test_exe() -> &'static std::path::Path {
     static EXE: OnceLock<Scratch> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let exe = Scratch::new(&out_dir("stream"), "stream_test");
-        let src = root().join("tests").join("c").join("stream_test.c");
-        compile_c(&[&src], exe.path(), Link::Shared, true, &[]);
-        exe
-    })
-    .path()
+    EXE.get_or_init(|| build_c_test("stream_test", true, &[]))
+        .path()
 }
 
 fn stream_test_cmd(mode: &str) -> Command {
     let mut cmd = Command::new(stream_test_exe());
-    cmd.arg(mode).env("LD_LIBRARY_PATH", lib_dir());
+    cmd.arg(mode);
     sanitizer_env(&mut cmd);
     cmd
-}
-
-/// Asserts a C run passed: exit 0, "N passed, 0 failed", no sanitizer report.
-fn check_c_run(what: &str, o: &std::process::Output) {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    print!("{out}");
-    assert!(
-        o.status.success() && out.contains(" passed, 0 failed"),
-        "{what} failed ({}):\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
-        o.status
-    );
-    for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {
-        assert!(!err.contains(marker), "{what}: sanitizer report:\n{err}");
-    }
-}
-
-/// Waits for `child` at most `limit`, killing it then.
-fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "still running after {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// The stream layer from C under ASan/UBSan/LSan: echo round trip with bytes
@@ -2203,25 +2138,15 @@ fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process:
 /// no fd left open).
 #[test]
 fn c_stream_test_passes_under_sanitizers() {
-    let child = stream_test_cmd("stream")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(120));
-    check_c_run("stream_test stream", &o);
+    let o = output_within(&mut stream_test_cmd("stream"), Duration::from_secs(120));
+    assert_c_tests_passed("stream_test stream", &o, 1);
 }
 
 /// Posts from 8 pthreads (10 000 each) in C under ASan/UBSan/LSan.
 #[test]
 fn c_posts_from_pthreads_pass_under_sanitizers() {
-    let child = stream_test_cmd("posts")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(120));
-    check_c_run("stream_test posts", &o);
+    let o = output_within(&mut stream_test_cmd("posts"), Duration::from_secs(120));
+    assert_c_tests_passed("stream_test posts", &o, 1);
 }
 
 /// Signals through the loop: the C program blocks SIGUSR1 in `main` before
@@ -2233,54 +2158,25 @@ fn c_posts_from_pthreads_pass_under_sanitizers() {
 /// numbers, NULL: -EINVAL; twice: -EEXIST).
 #[test]
 fn signals_from_another_process_reach_the_loop_callback() {
-    let mut child = KillOnDrop(Some(
-        stream_test_cmd("signals")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let child_pid = child.0.as_ref().unwrap().id();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut transcript = Vec::new();
-    let mut next_line = |what: &str| -> String {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => {
-                transcript.push(l.clone());
-                l
-            }
-            Err(e) => panic!("no '{what}' line from stream_test ({e}); so far: {transcript:?}"),
-        }
-    };
-    let ready = next_line("ready");
-    let pid: i32 = ready
+    let mut child = Running::spawn("stream_test signals", &mut stream_test_cmd("signals"));
+    let ready = child.wait_for_line(Duration::from_secs(30), 0);
+    let pid: u32 = ready
         .strip_prefix("ready pid=")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line: {ready}"));
-    assert_eq!(pid as u32, child_pid);
+    assert_eq!(pid, child.pid);
     let t0 = Instant::now();
     for i in 1..=3 {
         let sent = Instant::now();
-        // SAFETY: kill(2) with plain integers, to our own child (not yet reaped).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-        let line = next_line("signal");
+        child.signal(libc::SIGUSR1);
+        let line = child.wait_for_line(Duration::from_secs(30), i);
         assert_eq!(line, format!("signal {} count {i}", libc::SIGUSR1));
         println!(
             "SIGUSR1 #{i}: reported by the loop callback after {:?}",
             sent.elapsed()
         );
     }
-    let o = wait_output(child.0.take().unwrap(), Duration::from_secs(30));
-    reader.join().unwrap();
+    let o = child.wait(Duration::from_secs(30));
     println!("3 signals delivered in {:?}", t0.elapsed());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -2288,25 +2184,8 @@ fn signals_from_another_process_reach_the_loop_callback() {
         "stream_test signals: {}\n{err}",
         o.status
     );
-    for marker in [
-        "AddressSanitizer",
-        "LeakSanitizer",
-        "runtime error:",
-        "check failed",
-        "returned",
-    ] {
+    assert_sanitizer_clean("stream_test signals", &err);
+    for marker in ["check failed", "returned"] {
         assert!(!err.contains(marker), "stream_test signals:\n{err}");
-    }
-}
-
-/// A child process killed (and reaped) on drop unless taken.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
