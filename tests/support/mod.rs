@@ -2,11 +2,13 @@
 //! and uses what it needs:
 //!
 //! - here: where the repository and the built library are, scratch files,
-//!   notes past the output capture, the README's code blocks;
+//!   notes past the output capture, tools present or skipped, the README's
+//!   code blocks, comparing large byte strings;
 //! - [`c`]: compiling C programs against the library, running them under the
 //!   sanitizers or valgrind, and checking their reports;
-//! - [`process`]: child processes (captured output, bounded waits, signals);
-//! - [`fd`]: pipes, fd counts, `RLIMIT_NOFILE`, this process's CPU and memory;
+//! - [`process`]: child processes (captured output, start-line port, bounded
+//!   waits, signals), a process's CPU time and memory;
+//! - [`fd`]: pipes, fd counts, `RLIMIT_NOFILE`;
 //! - [`net`]: TCP clients on 127.0.0.1 (timeouts, resets, one echo);
 //! - [`ffi`]: the C ABI as a test drives it (an owned loop, pointers for other
 //!   threads, every loop call at once);
