@@ -45,7 +45,7 @@ STATIC_LIB   := $(BUILD_DIR)/$(LIB_NAME).a
 HEADER       := include/epoll_loop.h
 
 # What a static link needs besides the archive (`rustc --print native-static-libs`);
-# keep in step with STATIC_LIBS in tests/common/mod.rs.
+# keep in step with STATIC_LIBS in tests/support/c.rs.
 LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 # The directories as epoll_loop.pc spells them: relative to ${prefix} where they
@@ -149,7 +149,7 @@ fuzz:
 
 # make sanitize: the library ITSELF built with Rust's sanitizers (the C tests
 # under ASan only instrument the C side). cargo builds the test binaries, the
-# rlib they link and the .so the C tests load (tests/common: lib_dir() is the
+# rlib they link and the .so the C tests load (tests/support: lib_dir() is the
 # test binary's own deps/ directory) with -Zsanitizer=...; -Zbuild-std rebuilds
 # std the same way, so std's own code is checked too and its synchronisation is
 # visible to ThreadSanitizer (no false races). That needs a nightly toolchain
@@ -173,20 +173,22 @@ SANITIZE_TEST    = $(CARGO) +$(NIGHTLY) test -Zbuild-std --target $(SANITIZE_TAR
 # ASan + LeakSanitizer: the Rust tests that drive the C ABI from threads and
 # with misuse, and the lib unit tests; then the C programs (gcc's ASan runtime
 # in the C program serves the instrumented .so as well): tests/c/stream_test.c
-# through tests/stream.rs, and the tests of c_abi and contract whose names say
+# and tests/c/signals_posts_test.c through tests/stream.rs and
+# tests/signals_posts.rs, and the tests of c_abi and contract whose names say
 # under_asan or under_lsan (tests/c/loop_test.c, tests/c/contract_test.c; their
 # static-link and valgrind variants cannot use an instrumented library).
-ASAN_TESTS   := --lib --test threads --test misuse_threads --test loop_misuse \
-                --test stream --test echo_server --test sanitize_races
+ASAN_TESTS   := --lib --test threads --test misuse_threads --test handles --test loop_misuse \
+                --test stream --test signals_posts --test echo_server --test sanitize_races
 ASAN_C_TESTS := --test c_abi --test contract
 ASAN_C_NAMES := under_asan under_lsan
 ASAN_OPTS    := detect_leaks=1:abort_on_error=0:strict_string_checks=1
 
 # TSan: the tests whose threads run inside the test process (tests that fork
-# and exec C programs tell TSan nothing). stream: only its in-process threads test.
-TSAN_TESTS   := --lib --test threads --test misuse_threads --test echo_server \
+# and exec C programs tell TSan nothing). signals_posts: only its in-process
+# threads test.
+TSAN_TESTS   := --lib --test threads --test misuse_threads --test handles --test echo_server \
                 --test sanitize_races
-TSAN_STREAM  := posts_from_8_threads_all_run_in_order_on_the_loop_thread
+TSAN_POSTS   := posts_from_8_threads_all_run_in_order_on_the_loop_thread
 # exitcode: a report fails the test binary even when every test passed.
 TSAN_OPTS    := exitcode=66:second_deadlock_stack=1
 
@@ -207,7 +209,7 @@ sanitize-thread: sanitize-check
 	RUSTFLAGS='-Zsanitizer=thread' TSAN_OPTIONS='$(TSAN_OPTS)' \
 	    $(SANITIZE_TEST) --target-dir $(TSAN_DIR) $(TSAN_TESTS) -- $(SANITIZE_SKIP) $(SANITIZE_ARGS)
 	RUSTFLAGS='-Zsanitizer=thread' TSAN_OPTIONS='$(TSAN_OPTS)' \
-	    $(SANITIZE_TEST) --target-dir $(TSAN_DIR) --test stream -- --exact $(TSAN_STREAM)
+	    $(SANITIZE_TEST) --target-dir $(TSAN_DIR) --test signals_posts -- --exact $(TSAN_POSTS)
 
 # rustc +TOOLCHAIN fails when that toolchain is not installed (RUSTUP_AUTO_INSTALL=0:
 # never let rustup install it behind our back); rust-src is where -Zbuild-std

@@ -13,12 +13,13 @@
 //! `make abi` (`EPOLL_LOOP_ABI_UPDATE=1`) rewrites the two committed files after
 //! a deliberate change.
 
-mod common;
+mod support;
 
-use common::{Link, Scratch, assert_success, compile_c, lib_dir, note, out_dir, root};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::c::{Link, assert_c_tests_passed, cc, compile_c, cxx, sanitizer_env, valgrind_cmd};
+use support::{Scratch, assert_success, lib_dir, note, out_dir, root};
 
 fn header_path() -> PathBuf {
     root().join("include").join("epoll_loop.h")
@@ -232,14 +233,6 @@ const C_FLAGS: &[&str] = &[
 ];
 const CXX_FLAGS: &[&str] = &["-std=c++11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
 
-fn cxx() -> String {
-    std::env::var("CXX").unwrap_or_else(|_| "g++".into())
-}
-
-fn cc() -> String {
-    std::env::var("CC").unwrap_or_else(|_| "cc".into())
-}
-
 // ------------------------------------------------------------------ (a) C and C++
 
 #[test]
@@ -330,17 +323,9 @@ fn loop_test_src() -> PathBuf {
     root().join("tests").join("c").join("loop_test.c")
 }
 
-/// Checks loop_test's output: exit 0 and a "N passed, 0 failed" line.
+/// Checks loop_test's output: exit 0 and a "N passed, 0 failed" line (N >= 20).
 fn check_loop_test(what: &str, o: &std::process::Output) {
-    assert_success(what, o);
-    let out = String::from_utf8_lossy(&o.stdout);
-    let summary = out
-        .lines()
-        .find(|l| l.ends_with(" passed, 0 failed"))
-        .unwrap_or_else(|| panic!("{what}: no \"N passed, 0 failed\" line in:\n{out}"));
-    let passed: u32 = summary.split(' ').next().unwrap().parse().unwrap();
-    assert!(passed >= 20, "{what}: only {passed} tests ran: {summary}");
-    println!("{what}: {summary}");
+    assert_c_tests_passed(what, o, 20);
 }
 
 #[test]
@@ -348,7 +333,7 @@ fn loop_test_passes_against_the_shared_library_under_asan_and_ubsan() {
     let exe = Scratch::new(&out_dir("c_abi"), "loop_test_asan");
     compile_c(&[&loop_test_src()], exe.path(), Link::Shared, true, &[]);
     let mut cmd = Command::new(exe.path());
-    common::sanitizer_env(&mut cmd);
+    sanitizer_env(&mut cmd);
     let o = cmd.output().expect("run loop_test (ASan)");
     check_loop_test("loop_test (shared, ASan+UBSan)", &o);
 }
@@ -371,17 +356,10 @@ fn loop_test_passes_against_the_static_library_and_under_valgrind() {
         "the static build still needs libepoll_loop.so"
     );
 
-    if !common::have_valgrind() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "valgrind is not installed, but CI must run the valgrind check (.ci/run installs it)"
-        );
-        note("skipped valgrind: not installed (apt-get install valgrind)");
+    if !support::c::valgrind_or_skip("loop_test under valgrind") {
         return;
     }
-    let o = common::valgrind_cmd(exe.path())
-        .output()
-        .expect("run valgrind");
+    let o = valgrind_cmd(exe.path()).output().expect("run valgrind");
     check_loop_test("loop_test (static, valgrind memcheck)", &o);
 }
 
@@ -578,7 +556,7 @@ fn changelog_has_the_current_version() {
 // ------------------------------------------------------------------ static link flags
 
 /// The libraries a static link needs are written down twice, in
-/// `tests/common/mod.rs` (`STATIC_LIBS`) and in the Makefile (`LIBS_PRIVATE`,
+/// `tests/support/c.rs` (`STATIC_LIBS`) and in the Makefile (`LIBS_PRIVATE`,
 /// which becomes `Libs.private` of epoll_loop.pc); both must equal what this
 /// toolchain's rustc says a staticlib needs.
 #[test]
@@ -612,9 +590,9 @@ fn static_link_flags_match_rustc() {
         .trim()
         .to_string();
     assert_eq!(
-        common::STATIC_LIBS.join(" "),
+        support::c::STATIC_LIBS.join(" "),
         rustc_libs,
-        "STATIC_LIBS in tests/common/mod.rs"
+        "STATIC_LIBS in tests/support/c.rs"
     );
     let makefile = std::fs::read_to_string(root().join("Makefile")).expect("read Makefile");
     let private = makefile

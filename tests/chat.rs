@@ -5,14 +5,15 @@
 //! keep being served; SIGINT closes everyone gracefully and the server exits 0
 //! within the close timeout even with a peer that never reads.
 
-mod common;
+mod support;
 
-use common::{Link, collect, compile_c, lib_dir, out_dir, root, sanitizer_env, snapshot};
-use common::{signal, wait_timeout};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::c::{Link, assert_sanitizer_clean, compile_c, sanitizer_env};
+use support::process::Running;
+use support::{out_dir, root};
 
 fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -39,30 +40,10 @@ fn chat_server_broadcasts_drops_a_slow_reader_and_shuts_down_in_bounded_time() {
     );
     let mut cmd = Command::new(&exe);
     cmd.args(["--port", "0", "--max-queue", "65536"])
-        .env("LD_LIBRARY_PATH", lib_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     sanitizer_env(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
-    let (out, h1) = collect(child.stdout.take().unwrap());
-    let (err, h2) = collect(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let port = loop {
-        if let Some(p) = snapshot(&out)
-            .lines()
-            .find(|l| l.contains("listening on "))
-            .and_then(|l| l.rsplit(':').next()?.trim().parse::<u16>().ok())
-        {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no start line: {}",
-            snapshot(&err)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut server = Running::spawn("chat_server", &mut cmd);
+    let port = server.wait_for_port(Duration::from_secs(30));
 
     let (mut a, mut ar) = connect(port);
     assert_eq!(line(&mut ar), "welcome, you are 1; 1 here\n");
@@ -96,15 +77,9 @@ fn chat_server_broadcasts_drops_a_slow_reader_and_shuts_down_in_bounded_time() {
         );
     }
     writer.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !snapshot(&out).contains("client 3 dropped: too slow") {
-        assert!(
-            Instant::now() < deadline,
-            "the slow reader was not dropped:\n{}",
-            snapshot(&out)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_stdout(Duration::from_secs(10), "the slow reader dropped", |out| {
+        out.contains("client 3 dropped: too slow").then_some(())
+    });
     // What reached the slow client is a prefix of whole lines, then a reset.
     let mut got = Vec::new();
     let mut s = slow;
@@ -118,24 +93,18 @@ fn chat_server_broadcasts_drops_a_slow_reader_and_shuts_down_in_bounded_time() {
     b2.write_all(b"bye\n").unwrap();
     assert_eq!(line(&mut br), "4 bye\n");
     let t0 = Instant::now();
-    signal(child.id(), libc::SIGINT);
+    server.signal(libc::SIGINT);
     assert_eq!(line(&mut br), "server shutting down\n");
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("chat_server did not exit after SIGINT:\n{}", snapshot(&out))
-    });
+    let o = server.wait(Duration::from_secs(20));
     let took = t0.elapsed();
-    h1.join().unwrap();
-    h2.join().unwrap();
-    let (out, err) = (snapshot(&out), snapshot(&err));
-    assert!(status.success(), "exit {status}:\n{out}\n{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {}:\n{out}\n{err}", o.status);
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     assert!(
         out.contains("stopped: 1 dropped for reading too slowly"),
         "{out}"
     );
-    for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {
-        assert!(!err.contains(marker), "sanitizer report:\n{err}");
-    }
+    assert_sanitizer_clean("chat_server", &err);
     drop(a);
 }

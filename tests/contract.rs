@@ -6,65 +6,42 @@
 //! free re-entered from the log callback are refused; no log line after stop
 //! returned; a forked child cannot disturb the parent's loop or server.
 
-mod common;
+mod support;
 
-use common::{Link, Scratch, compile_c, have_valgrind, lib_dir, note, out_dir, root};
-use common::{sanitizer_env, valgrind_cmd};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
+use support::c::{assert_c_tests_passed, build_c_test, sanitizer_env};
+use support::c::{valgrind_cmd, valgrind_or_skip};
+use support::process::output_within;
+use support::{Scratch, lib_dir};
 
 /// `contract_test.c` built with ASan + UBSan (`true`) or plain (`false`, for valgrind).
 fn exe(sanitize: bool) -> &'static Path {
     static ASAN: OnceLock<Scratch> = OnceLock::new();
     static PLAIN: OnceLock<Scratch> = OnceLock::new();
     let cell = if sanitize { &ASAN } else { &PLAIN };
-    cell.get_or_init(|| {
-        let name = if sanitize {
-            "contract_test_asan"
-        } else {
-            "contract_test"
-        };
-        let exe = Scratch::new(&out_dir("contract"), name);
-        let src = root().join("tests").join("c").join("contract_test.c");
-        compile_c(&[&src], exe.path(), Link::Shared, sanitize, &["-pthread"]);
-        exe
-    })
-    .path()
+    cell.get_or_init(|| build_c_test("contract_test", sanitize, &["-pthread"]))
+        .path()
 }
 
-/// Asserts a run passed: exit 0, "N passed, 0 failed", no sanitizer report.
-fn check(what: &str, o: &Output) {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.success() && out.contains(" passed, 0 failed"),
-        "{what} failed ({}):\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
-        o.status
-    );
-    for marker in [
-        "AddressSanitizer",
-        "LeakSanitizer",
-        "runtime error:",
-        "panicked",
-    ] {
-        assert!(!err.contains(marker), "{what}: report:\n{err}");
-    }
-}
+/// A run is bounded: the program gives up after 120 s itself (alarm).
+const LIMIT: Duration = Duration::from_secs(180);
 
 fn run_asan(mode: &str) {
     let mut cmd = Command::new(exe(true));
-    cmd.arg(mode).env("LD_LIBRARY_PATH", lib_dir());
+    cmd.arg(mode);
     sanitizer_env(&mut cmd);
-    check(
+    assert_c_tests_passed(
         &format!("contract_test {mode} (ASan)"),
-        &cmd.output().unwrap(),
+        &output_within(&mut cmd, LIMIT),
+        1,
     );
 }
 
 fn run_valgrind(mode: &str) {
-    if !have_valgrind() {
-        note("valgrind not found: contract_test runs under ASan only");
+    if !valgrind_or_skip(&format!("contract_test {mode} under valgrind")) {
         return;
     }
     let mut cmd = if mode == "fork" {
@@ -78,12 +55,8 @@ fn run_valgrind(mode: &str) {
     } else {
         valgrind_cmd(exe(false))
     };
-    let o = cmd
-        .arg(mode)
-        .env("LD_LIBRARY_PATH", lib_dir())
-        .output()
-        .unwrap();
-    check(&format!("contract_test {mode} (valgrind)"), &o);
+    let o = output_within(cmd.arg(mode).env("LD_LIBRARY_PATH", lib_dir()), LIMIT);
+    assert_c_tests_passed(&format!("contract_test {mode} (valgrind)"), &o, 1);
 }
 
 #[test]

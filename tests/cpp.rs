@@ -3,17 +3,14 @@
 //! -Wpedantic -Werror` against the shared library and run under ASan+UBSan; the
 //! header also compiles alone and as C++20.
 
-mod common;
+mod support;
 
-use common::{Scratch, assert_success, lib_dir, out_dir, readme_blocks, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::c::{assert_c_tests_passed, cxx, sanitizer_env};
+use support::{Scratch, assert_success, lib_dir, out_dir, readme_blocks, root};
 
 const CXX_FLAGS: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
-
-fn cxx() -> String {
-    std::env::var("CXX").unwrap_or_else(|_| "g++".into())
-}
 
 fn cpp_dir() -> PathBuf {
     root().join("c-examples").join("cpp")
@@ -49,7 +46,7 @@ fn build_sanitized(src: &Path, out: &Path) {
 
 fn run_sanitized(what: &str, exe: &Path) -> Output {
     let mut cmd = Command::new(exe);
-    common::sanitizer_env(&mut cmd);
+    sanitizer_env(&mut cmd);
     let o = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert_success(what, &o);
     o
@@ -92,14 +89,7 @@ fn wrapper_test_passes_under_asan() {
         exe.path(),
     );
     let o = run_sanitized("tests/cpp/wrapper_test.cpp", exe.path());
-    let out = String::from_utf8_lossy(&o.stdout);
-    let summary = out
-        .lines()
-        .find(|l| l.ends_with(" passed, 0 failed"))
-        .unwrap_or_else(|| panic!("no \"N passed, 0 failed\" line in:\n{out}"));
-    let passed: u32 = summary.split(' ').next().unwrap().parse().unwrap();
-    assert!(passed >= 30, "only {passed} checks ran: {summary}");
-    println!("wrapper_test: {summary}");
+    assert_c_tests_passed("tests/cpp/wrapper_test.cpp", &o, 30);
 }
 
 #[test]

@@ -8,20 +8,20 @@
 //! Rust test binary ignores SIGPIPE, which would hide a send without
 //! `MSG_NOSIGNAL`, and `RLIMIT_NOFILE` is per process.
 
-mod common;
+mod support;
 
-use common::{
-    Captured, Link, collect, compile_c, lib_dir, out_dir, root, signal, snapshot, wait_timeout,
-};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use support::c::{Link, assert_sanitizer_clean, compile_c, sanitizer_env};
+use support::net::{echo_to_eof, set_linger_zero};
+use support::process::{Running, output_with_input, output_within, tail};
+use support::{assert_same, out_dir, root};
 
 // ---------------------------------------------------------------------------
 // Building the demos
@@ -51,66 +51,15 @@ fn demos() -> &'static Demos {
     })
 }
 
-/// True when LeakSanitizer works here (it needs ptrace-like powers some sandboxes
-/// deny); checked once by running a program that leaks on purpose.
-fn leak_check_works() -> bool {
-    static WORKS: OnceLock<bool> = OnceLock::new();
-    *WORKS.get_or_init(|| {
-        let dir = out_dir("demos");
-        let src = dir.join("lsan_probe.c");
-        std::fs::write(
-            &src,
-            "#include <stdlib.h>\n\
-             int main(void) { void *volatile p = malloc(16); p = NULL; (void)p; return 0; }\n",
-        )
-        .unwrap();
-        let exe = dir.join("lsan_probe");
-        compile_c(&[&src], &exe, Link::Shared, true, &[]);
-        let o = Command::new(&exe)
-            .env("ASAN_OPTIONS", "detect_leaks=1")
-            .output()
-            .unwrap();
-        let works = String::from_utf8_lossy(&o.stderr).contains("detected memory leaks");
-        if !works {
-            eprintln!("LeakSanitizer does not work here: running the demos with detect_leaks=0");
-        }
-        works
-    })
-}
-
-/// Sets the sanitizer options for a demo process.
-fn sanitizer_env(cmd: &mut Command) {
-    let leaks = if leak_check_works() { 1 } else { 0 };
-    cmd.env(
-        "ASAN_OPTIONS",
-        format!("detect_leaks={leaks}:halt_on_error=1:exitcode=86"),
-    );
-    cmd.env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1");
-    cmd.env("LD_LIBRARY_PATH", lib_dir());
-}
-
-/// Panics if a sanitizer reported anything.
-fn assert_sanitizer_clean(what: &str, stderr: &str) {
-    for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {
-        assert!(
-            !stderr.contains(marker),
-            "{what}: sanitizer report ({marker}):\n{stderr}"
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Processes
 
 /// A running demo server, killed (and reaped) on drop if the test did not stop it.
 struct Server {
     name: String,
-    child: Option<Child>,
+    proc: Running,
     pid: u32,
     port: u16,
-    stdout: Captured,
-    stderr: Captured,
-    readers: Vec<JoinHandle<()>>,
 }
 
 /// What a stopped server left behind.
@@ -126,11 +75,7 @@ impl Server {
     fn start(exe: &Path, args: &[&str], nofile: Option<u64>) -> Server {
         let name = exe.file_name().unwrap().to_string_lossy().into_owned();
         let mut cmd = Command::new(exe);
-        cmd.args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(["--port", "0"]).args(args).stdin(Stdio::null());
         sanitizer_env(&mut cmd);
         if let Some(n) = nofile {
             // SAFETY: the closure runs in the forked child before exec and calls only
@@ -148,49 +93,13 @@ impl Server {
                 });
             }
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let (stdout, h1) = collect(child.stdout.take().unwrap());
-        let (stderr, h2) = collect(child.stderr.take().unwrap());
-        let pid = child.id();
-        let mut srv = Server {
+        let mut proc = Running::spawn(&name, &mut cmd);
+        let port = proc.wait_for_port(Duration::from_secs(30));
+        Server {
             name,
-            child: Some(child),
-            pid,
-            port: 0,
-            stdout,
-            stderr,
-            readers: vec![h1, h2],
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let port = {
-                let out = snapshot(&srv.stdout);
-                out.lines()
-                    .find(|l| l.contains("listening on "))
-                    .and_then(|l| l.rsplit(':').next())
-                    .and_then(|p| p.trim().parse::<u16>().ok())
-            };
-            if let Some(p) = port {
-                assert_ne!(p, 0, "{}: start line names port 0", srv.name);
-                srv.port = p;
-                return srv;
-            }
-            if let Some(st) = srv.child.as_mut().unwrap().try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "{} exited ({st}) before listening:\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                    srv.name,
-                    snapshot(&srv.stdout),
-                    snapshot(&srv.stderr)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no 'listening on' line within 30 s:\n{}",
-                srv.name,
-                snapshot(&srv.stdout)
-            );
-            thread::sleep(Duration::from_millis(10));
+            pid: proc.pid,
+            proc,
+            port,
         }
     }
 
@@ -200,45 +109,21 @@ impl Server {
 
     /// Panics if the process has exited.
     fn assert_alive(&mut self, when: &str) {
-        if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            thread::sleep(Duration::from_millis(100));
-            panic!(
-                "{} died {when}: {st} (signal {:?})\n--- stdout (tail) ---\n{}\n--- stderr ---\n{}",
-                self.name,
-                st.signal(),
-                tail(&snapshot(&self.stdout), 3000),
-                snapshot(&self.stderr)
-            );
-        }
+        self.proc.assert_alive(when);
     }
 
     fn stdout_now(&self) -> String {
-        snapshot(&self.stdout)
+        self.proc.stdout()
     }
 
     /// Sends SIGINT and waits (at most 30 s) for the process to exit.
-    fn interrupt(mut self) -> Stopped {
-        let mut child = self.child.take().unwrap();
-        signal(self.pid, libc::SIGINT);
-        let status = match wait_timeout(&mut child, Duration::from_secs(30)) {
-            Some(st) => st,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} did not exit within 30 s of SIGINT:\n{}",
-                    self.name,
-                    tail(&snapshot(&self.stdout), 3000)
-                );
-            }
-        };
-        for h in self.readers.drain(..) {
-            h.join().unwrap();
-        }
+    fn interrupt(self) -> Stopped {
+        self.proc.signal(libc::SIGINT);
+        let o = self.proc.wait(Duration::from_secs(30));
         let stopped = Stopped {
-            status,
-            stdout: snapshot(&self.stdout),
-            stderr: snapshot(&self.stderr),
+            status: o.status,
+            stdout: text(&o.stdout),
+            stderr: text(&o.stderr),
         };
         assert_sanitizer_clean(&self.name, &stopped.stderr);
         stopped
@@ -256,72 +141,6 @@ impl Server {
             s.stderr
         );
         s
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = wait_timeout(&mut child, Duration::from_secs(10));
-        }
-    }
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-/// Runs `cmd` with `input` on its stdin (written by a thread, then closed), at most `limit`.
-fn run_with_input(mut cmd: Command, input: Vec<u8>, limit: Duration) -> Output {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&input); // the program may exit before reading it all
-    });
-    finish_run(child, limit, Some(writer))
-}
-
-/// Runs `cmd` (stdin already set up), at most `limit`.
-fn run_limited(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn");
-    finish_run(child, limit, None)
-}
-
-fn finish_run(mut child: Child, limit: Duration, writer: Option<JoinHandle<()>>) -> Output {
-    let (out, h1) = collect(child.stdout.take().unwrap());
-    let (err, h2) = collect(child.stderr.take().unwrap());
-    let status = match wait_timeout(&mut child, limit) {
-        Some(st) => st,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "still running after {limit:?}:\n--- stdout (tail) ---\n{}\n--- stderr ---\n{}",
-                tail(&snapshot(&out), 2000),
-                snapshot(&err)
-            );
-        }
-    };
-    if let Some(w) = writer {
-        w.join().unwrap();
-    }
-    h1.join().unwrap();
-    h2.join().unwrap();
-    let stdout = out.lock().unwrap().clone();
-    let stderr = err.lock().unwrap().clone();
-    Output {
-        status,
-        stdout,
-        stderr,
     }
 }
 
@@ -358,61 +177,6 @@ impl Rng {
     }
 }
 
-/// Sends `data`, half-closes, and reads until EOF concurrently; returns what came back.
-fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
-    let mut w = s.try_clone()?;
-    let data = data.to_vec();
-    let writer = thread::spawn(move || -> io::Result<()> {
-        w.write_all(&data)?;
-        w.shutdown(Shutdown::Write)
-    });
-    let mut back = Vec::new();
-    let read = (&s).read_to_end(&mut back);
-    let wrote = writer.join().unwrap();
-    read?;
-    wrote?;
-    Ok(back)
-}
-
-/// Asserts two byte strings are equal without printing megabytes.
-fn assert_same(what: &str, got: &[u8], want: &[u8]) {
-    if got != want {
-        let first = got
-            .iter()
-            .zip(want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} bytes back, {} expected, first difference at byte {first}",
-            got.len(),
-            want.len()
-        );
-    }
-}
-
-/// Makes `close` send RST instead of FIN (SO_LINGER with a zero timeout).
-fn set_linger_zero(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `s` owns a valid socket fd; the option value is a `linger` that
-    // outlives the call, and its exact size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
-}
-
 /// utime + stime of a process, in seconds (from /proc/<pid>/stat).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -436,7 +200,7 @@ fn served_within(addr: SocketAddr, data: &[u8]) -> Duration {
     let t0 = Instant::now();
     let mut last = String::new();
     while t0.elapsed() < Duration::from_secs(15) {
-        match echo_roundtrip(addr, data) {
+        match echo_to_eof(addr, data) {
             Ok(back) if back == data => return t0.elapsed(),
             Ok(back) => last = format!("{} bytes back of {}", back.len(), data.len()),
             Err(e) => last = e.to_string(),
@@ -473,8 +237,8 @@ fn demos_print_help() {
         let mut cmd = Command::new(exe);
         cmd.arg("--help").stdin(Stdio::null());
         sanitizer_env(&mut cmd);
-        let o = run_limited(cmd, Duration::from_secs(10));
-        common::assert_success(&format!("{} --help", exe.display()), &o);
+        let o = output_within(&mut cmd, Duration::from_secs(10));
+        support::assert_success(&format!("{} --help", exe.display()), &o);
         let out = text(&o.stdout);
         for flag in ["--host", "--port", "--help"] {
             assert!(
@@ -489,12 +253,12 @@ fn demos_print_help() {
 #[test]
 fn client_from_a_pipe_prints_both_echoes() {
     let srv = Server::start(&demos().callbacks, &[], None);
-    let o = run_with_input(
-        client_cmd(srv.port),
+    let o = output_with_input(
+        &mut client_cmd(srv.port),
         b"a\nb\n".to_vec(),
         Duration::from_secs(30),
     );
-    common::assert_success("echo_client < 'a\\nb\\n'", &o);
+    support::assert_success("echo_client < 'a\\nb\\n'", &o);
     assert_sanitizer_clean("echo_client", &text(&o.stderr));
     assert_eq!(
         text(&o.stdout),
@@ -517,8 +281,12 @@ fn client_streams_a_100_kb_line() {
     let srv = Server::start(&demos().callbacks, &[], None);
     let mut line = Rng(7).printable(100_000);
     line.push(b'\n');
-    let o = run_with_input(client_cmd(srv.port), line.clone(), Duration::from_secs(60));
-    common::assert_success("echo_client < 100 KB line", &o);
+    let o = output_with_input(
+        &mut client_cmd(srv.port),
+        line.clone(),
+        Duration::from_secs(60),
+    );
+    support::assert_success("echo_client < 100 KB line", &o);
     let mut want = b"Please input: data received by the client: ".to_vec();
     want.extend_from_slice(&line);
     want.extend_from_slice(b"Please input: \n");
@@ -540,9 +308,9 @@ fn client_reads_a_redirected_file() {
     std::fs::write(&path, &input).unwrap();
     let mut cmd = client_cmd(srv.port);
     cmd.stdin(std::fs::File::open(&path).unwrap());
-    let o = run_limited(cmd, Duration::from_secs(60));
+    let o = output_within(&mut cmd, Duration::from_secs(60));
     let _ = std::fs::remove_file(&path);
-    common::assert_success("echo_client < file", &o);
+    support::assert_success("echo_client < file", &o);
     let p = "Please input: data received by the client: ";
     let mut want = format!("{p}first\n{p}").into_bytes();
     want.extend_from_slice(&big);
@@ -558,8 +326,8 @@ fn client_reports_connection_refused() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let o = run_with_input(
-        client_cmd(port),
+    let o = output_with_input(
+        &mut client_cmd(port),
         b"hello\n".to_vec(),
         Duration::from_secs(30),
     );
@@ -604,42 +372,47 @@ fn fake_server(then: fn(TcpStream, Vec<u8>)) -> (u16, JoinHandle<()>) {
     (port, h)
 }
 
-#[test]
-fn client_reports_a_server_that_goes_away() {
-    // EOF after half of the echo.
-    let (port, h) = fake_server(|mut s, line| {
-        s.write_all(&line[..line.len() / 2]).unwrap();
-        drop(s);
-    });
-    let o = run_with_input(
-        client_cmd(port),
-        b"hello world\nsecond\n".to_vec(),
+/// Runs the client demo with `input` against a fake server that does `then`
+/// with the first line; the client must fail (exit 1) without a sanitizer
+/// report. Returns its stdout and stderr.
+fn client_fails_against(then: fn(TcpStream, Vec<u8>), input: &[u8]) -> (String, String) {
+    let (port, h) = fake_server(then);
+    let o = output_with_input(
+        &mut client_cmd(port),
+        input.to_vec(),
         Duration::from_secs(30),
     );
     h.join().unwrap();
     assert_eq!(o.status.code(), Some(1), "exit status: {}", o.status);
     let err = text(&o.stderr);
     assert_sanitizer_clean("echo_client", &err);
+    (text(&o.stdout), err)
+}
+
+#[test]
+fn client_reports_a_server_that_goes_away() {
+    // EOF after half of the echo.
+    let (out, err) = client_fails_against(
+        |mut s, line| {
+            s.write_all(&line[..line.len() / 2]).unwrap();
+            drop(s);
+        },
+        b"hello world\nsecond\n",
+    );
     assert!(
         err.contains("closed the connection before echoing the whole line"),
         "unclear message: {err}"
     );
-    assert!(text(&o.stdout).contains("data received by the client: hello"));
+    assert!(out.contains("data received by the client: hello"));
 
     // A reset instead of an echo.
-    let (port, h) = fake_server(|s, _| {
-        set_linger_zero(&s);
-        drop(s);
-    });
-    let o = run_with_input(
-        client_cmd(port),
-        b"hello\n".to_vec(),
-        Duration::from_secs(30),
+    let (_, err) = client_fails_against(
+        |s, _| {
+            set_linger_zero(&s);
+            drop(s);
+        },
+        b"hello\n",
     );
-    h.join().unwrap();
-    assert_eq!(o.status.code(), Some(1), "exit status: {}", o.status);
-    let err = text(&o.stderr);
-    assert_sanitizer_clean("echo_client", &err);
     assert!(
         err.contains("reset") || err.contains("closed the connection"),
         "unclear message: {err}"
@@ -706,8 +479,8 @@ fn callbacks_server_echoes_python_clients() {
     ])
     .stdin(Stdio::null());
     let t0 = Instant::now();
-    let o = run_limited(cmd, Duration::from_secs(180));
-    common::assert_success("python clients", &o);
+    let o = output_within(&mut cmd, Duration::from_secs(180));
+    support::assert_success("python clients", &o);
     eprintln!("python: {} in {:?}", text(&o.stdout).trim(), t0.elapsed());
     let s = srv.stop_cleanly();
     let news = s.stdout.matches("new connection: ").count();
@@ -889,7 +662,7 @@ fn echo_server_byte_exact_and_sigint_stats() {
         .map(|(i, &n)| {
             thread::spawn(move || {
                 let data = Rng(i as u64 + 1).bytes(n);
-                let back = echo_roundtrip(addr, &data).unwrap();
+                let back = echo_to_eof(addr, &data).unwrap();
                 assert_same(&format!("client of {n} bytes"), &back, &data);
             })
         })

@@ -3,10 +3,10 @@
 //! so in one clear line and succeeds. (That every declaration in the header has
 //! its doc block is checked in tests/c_abi.rs.)
 
-mod common;
+mod support;
 
-use common::{assert_success, note, out_dir, root};
 use std::process::Command;
+use support::{assert_success, have_tool, out_dir, root, tool_or_skip};
 
 fn make_docs(doxygen: &str, doc_dir: &std::path::Path) -> std::process::Output {
     let o = Command::new("make")
@@ -44,16 +44,11 @@ fn make_docs_without_doxygen_says_so() {
 
 #[test]
 fn make_docs_renders_the_header_with_doxygen() {
-    let have = Command::new("doxygen")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "doxygen is not installed, but CI must check make docs (.ci/run installs it)"
-        );
-        note("skipped rendering with Doxygen: doxygen not found");
+    if !tool_or_skip(
+        have_tool("doxygen"),
+        "doxygen",
+        "rendering make docs with Doxygen",
+    ) {
         return;
     }
     let dir = out_dir("docs").join(format!("html.{}", std::process::id()));

@@ -4,43 +4,24 @@
 //! sanitizers, which would inflate memory): VmRSS growth over N idle
 //! connections, divided by N. Socket buffers live in the kernel and do not count.
 
-mod common;
+mod support;
 
-use common::{Link, compile_c, out_dir, root};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: raising the soft limit to the hard limit is always allowed.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
-    lim.rlim_cur
-}
+use support::c::{Link, compile_c};
+use support::fd::raise_nofile;
+use support::net::echo_once;
+use support::process::{Running, rss_kib};
+use support::{out_dir, root};
 
 fn echo(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(msg).unwrap();
-    let mut back = vec![0u8; msg.len()];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
+    echo_once(s, msg).expect("echo");
 }
 
 #[test]
 fn idle_connection_costs_well_under_1_kib() {
-    let limit = raise_nofile();
+    let limit = raise_nofile(u64::MAX);
     let n: usize = if limit >= 4200 {
         4000
     } else {
@@ -59,20 +40,12 @@ fn idle_connection_costs_well_under_1_kib() {
         false,
         &["-O2"],
     );
-    let mut child = Command::new(&exe)
-        .args(["--port", "0", "--quiet", "--backlog", "4096"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("demo exited before listening").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.rsplit(':').next().unwrap().trim().parse().unwrap();
-        }
-    };
+    let mut demo = Running::spawn(
+        "echo_server",
+        Command::new(&exe).args(["--port", "0", "--quiet", "--backlog", "4096"]),
+    );
+    let pid = demo.pid;
+    let port = demo.wait_for_port(Duration::from_secs(30));
     let result = std::panic::catch_unwind(|| {
         // Warm up: the first connections allocate the read buffer and grow tables.
         for _ in 0..200 {
@@ -118,24 +91,12 @@ fn idle_connection_costs_well_under_1_kib() {
         );
         drop(conns);
     });
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(
-                st.success() || result.is_err(),
-                "echo_server demo exited with {st}"
-            );
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echo_server demo did not stop on SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    demo.signal(libc::SIGINT);
+    let st = demo.wait(Duration::from_secs(10)).status;
+    assert!(
+        st.success() || result.is_err(),
+        "echo_server demo exited with {st}"
+    );
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

@@ -12,19 +12,24 @@
 //! Run with `--nocapture` to see the measured numbers. Set `ECHO_TEST_SEED` to
 //! replay the random payloads of a failed run (the seed is printed).
 
+mod support;
+
 use ::epoll_loop::ffi::*;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
+use support::assert_same;
+use support::echo::{Server, config};
+use support::fd::{count_fds, require_nofile};
+use support::net::{IO_TIMEOUT, connect, echo_once, set_linger_zero, try_connect};
+use support::rng::Rng;
 
-/// Timeout of every blocking read or write on a client socket.
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
@@ -47,41 +52,7 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
 /// The seed of this run's random payloads (`ECHO_TEST_SEED` or the clock).
 fn seed() -> u64 {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| {
-        let s = std::env::var("ECHO_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        println!("ECHO_TEST_SEED={s}");
-        s
-    })
-}
-
-/// xorshift64: fast, deterministic, good enough for payloads.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
+    *SEED.get_or_init(|| support::rng::seed("ECHO_TEST_SEED"))
 }
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -92,153 +63,6 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-/// Panics with the first differing offset instead of printing megabytes.
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
-    if got == want {
-        return;
-    }
-    let first = got.iter().zip(want).position(|(a, b)| a != b);
-    panic!(
-        "{what}: echo differs: got {} bytes, want {}; first differing byte at {:?}",
-        got.len(),
-        want.len(),
-        first
-    );
-}
-
-/// A config from `echo_server_config_init`, on 127.0.0.1 port 0.
-fn base_config() -> echo_server_config {
-    let mut cfg = zeroed_config();
-    // SAFETY: `cfg` is a valid, writable config.
-    unsafe { echo_server_config_init(&mut cfg) };
-    cfg.host = c"127.0.0.1".as_ptr();
-    cfg.port = 0;
-    cfg
-}
-
-fn zeroed_config() -> echo_server_config {
-    // SAFETY: every field of the config (integers, raw pointers, an Option of a
-    // function pointer) is valid when all its bytes are zero.
-    unsafe { std::mem::zeroed() }
-}
-
-/// A started server; stopped by `stop()` or, failing that, on drop.
-struct Server {
-    raw: *mut echo_server,
-    port: u16,
-}
-
-// SAFETY: the API documents `echo_server_port`, `_get_stats` and `_stop` as safe
-// from any thread for a server made by `echo_server_start` (the only kind this
-// type holds).
-unsafe impl Send for Server {}
-// SAFETY: as above; the shared operations (`port`, `get_stats`) are thread-safe.
-unsafe impl Sync for Server {}
-
-impl Server {
-    fn try_start(cfg: &echo_server_config) -> Result<Server, c_int> {
-        let mut out: *mut echo_server = ptr::null_mut();
-        // SAFETY: `cfg` points to a valid config whose strings are 'static; `out`
-        // is a valid out-pointer.
-        let rc = unsafe { echo_server_start(cfg, &mut out) };
-        if rc != 0 {
-            assert!(
-                out.is_null(),
-                "echo_server_start failed ({rc}) but wrote *out"
-            );
-            return Err(rc);
-        }
-        assert!(!out.is_null(), "echo_server_start returned 0 and no server");
-        let mut srv = Server { raw: out, port: 0 };
-        // SAFETY: `out` is a live server.
-        let port = unsafe { echo_server_port(out) };
-        assert!((1..=65535).contains(&port), "echo_server_port = {port}");
-        srv.port = port as u16;
-        Ok(srv)
-    }
-
-    fn start(cfg: &echo_server_config) -> Server {
-        Server::try_start(cfg).unwrap_or_else(|rc| panic!("echo_server_start = {rc}"))
-    }
-
-    fn stats(&self) -> echo_server_stats {
-        let mut st = echo_server_stats::default();
-        // SAFETY: `self.raw` is a live started server; `st` is writable.
-        let rc = unsafe { echo_server_get_stats(self.raw, &mut st) };
-        assert_eq!(rc, 0, "echo_server_get_stats");
-        st
-    }
-
-    fn stop(mut self) -> c_int {
-        let raw = std::mem::replace(&mut self.raw, ptr::null_mut());
-        // SAFETY: `raw` is a live server, stopped once (the guard is now empty).
-        unsafe { echo_server_stop(raw) }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if !self.raw.is_null() {
-            // SAFETY: a live server not stopped yet (the test failed before `stop`).
-            unsafe { echo_server_stop(self.raw) };
-        }
-    }
-}
-
-/// Polls the stats until `pred` holds; `Err(last stats)` after `timeout`.
-fn try_wait_stats(
-    srv: &Server,
-    timeout: Duration,
-    pred: impl Fn(&echo_server_stats) -> bool,
-) -> Result<echo_server_stats, echo_server_stats> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let st = srv.stats();
-        if pred(&st) {
-            return Ok(st);
-        }
-        if Instant::now() >= deadline {
-            return Err(st);
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn wait_stats(
-    srv: &Server,
-    timeout: Duration,
-    what: &str,
-    pred: impl Fn(&echo_server_stats) -> bool,
-) -> echo_server_stats {
-    try_wait_stats(srv, timeout, pred)
-        .unwrap_or_else(|st| panic!("timed out after {timeout:?} waiting for {what}; stats {st:?}"))
-}
-
-fn try_connect(port: u16) -> io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(10),
-    )?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(s)
-}
-
-fn connect(port: u16) -> TcpStream {
-    try_connect(port).unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
-}
-
-/// Writes `msg` and reads the same number of bytes back; checks them.
-fn echo_once(s: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
-    s.write_all(msg)?;
-    let mut back = vec![0u8; msg.len()];
-    s.read_exact(&mut back)?;
-    if back != msg {
-        return Err(io::Error::other("echo differs"));
-    }
-    Ok(())
 }
 
 /// One round trip of `msg`, timed.
@@ -278,7 +102,7 @@ fn echo_concurrently(stream: &TcpStream, payload: &[u8], seed: u64) -> Vec<u8> {
             let mut rng = Rng::new(seed);
             let mut off = 0;
             while off < payload.len() {
-                let n = (rng.below(64 * KIB) + 1).min(payload.len() - off);
+                let n = (rng.below(64 * KIB as u64) as usize + 1).min(payload.len() - off);
                 w.write_all(&payload[off..off + n])?;
                 off += n;
             }
@@ -297,12 +121,6 @@ fn echo_concurrently(stream: &TcpStream, payload: &[u8], seed: u64) -> Vec<u8> {
     })
 }
 
-fn count_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
-
 /// Sockets in LISTEN state on `port` (IPv4 and IPv6), from /proc/net.
 fn listening_sockets(port: u16) -> usize {
     let want = format!(":{port:04X}");
@@ -319,27 +137,6 @@ fn listening_sockets(port: u16) -> usize {
                 .count()
         })
         .sum()
-}
-
-/// Raises the soft RLIMIT_NOFILE to at least `need` (up to the hard limit).
-fn raise_nofile(need: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    if lim.rlim_cur >= need {
-        return;
-    }
-    assert!(
-        lim.rlim_max >= need,
-        "this test needs {need} fds; hard RLIMIT_NOFILE is {}",
-        lim.rlim_max
-    );
-    lim.rlim_cur = need;
-    // SAFETY: `lim` is a valid rlimit with cur <= max.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
 }
 
 /// Connects with a small receive buffer set before `connect` (so the window is
@@ -387,30 +184,6 @@ fn connect_small_rcvbuf(port: u16, bytes: c_int) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
-}
-
-/// Makes `close` send RST (SO_LINGER on, 0 s).
-fn set_linger_zero(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd, and a pointer to a `linger` of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            ptr::from_ref(&l).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt(SO_LINGER): {}",
-        io::Error::last_os_error()
-    );
 }
 
 /// Reads until EOF or an error; returns the bytes and how it ended.
@@ -551,13 +324,13 @@ fn bad_config_is_refused_and_starts_nothing() {
 
     // NULL config, NULL out.
     assert_eq!(start(ptr::null()), -libc::EINVAL, "start(NULL cfg)");
-    let cfg = base_config();
+    let cfg = config();
     // SAFETY: valid config, NULL out-pointer (must be refused).
     let rc = unsafe { echo_server_start(&cfg, ptr::null_mut()) };
     assert_eq!(rc, -libc::EINVAL, "start(cfg, NULL)");
 
     // Unknown host.
-    let mut c = base_config();
+    let mut c = config();
     c.host = c"no.such.host.invalid".as_ptr();
     let t = Instant::now();
     let rc = start(&c);
@@ -569,25 +342,25 @@ fn bad_config_is_refused_and_starts_nothing() {
     assert!(rc < 0, "unknown host started a server");
 
     // max_pending_bytes 0 (reading would never resume).
-    let mut c = base_config();
+    let mut c = config();
     c.max_pending_bytes = 0;
     assert_eq!(start(&c), -libc::EINVAL, "max_pending_bytes 0");
 
     // Port in use.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-    let mut c = base_config();
+    let mut c = config();
     c.port = taken.local_addr().unwrap().port();
     assert_eq!(start(&c), -libc::EADDRINUSE, "port {} in use", c.port);
     drop(taken);
 
     // threads = 0.
-    let mut c = base_config();
+    let mut c = config();
     c.threads = 0;
     assert_eq!(start(&c), -libc::EINVAL, "threads 0");
 
     // struct_size 0 or too small.
     for size in [0u32, 4, 8] {
-        let mut c = base_config();
+        let mut c = config();
         c.struct_size = size;
         assert_eq!(start(&c), -libc::EINVAL, "struct_size {size}");
     }
@@ -596,14 +369,14 @@ fn bad_config_is_refused_and_starts_nothing() {
     let mut lp: *mut epoll_loop = ptr::null_mut();
     // SAFETY: valid out-pointer.
     assert_eq!(unsafe { epoll_loop_new(&mut lp) }, 0);
-    let mut c = base_config();
+    let mut c = config();
     c.threads = 2;
     let mut out = sentinel;
     // SAFETY: live loop, valid config and out-pointer.
     let rc = unsafe { echo_server_attach(lp, &c, &mut out) };
     assert_eq!(rc, -libc::EINVAL, "attach threads 2");
     assert_eq!(out, sentinel);
-    let c = base_config();
+    let c = config();
     // SAFETY: NULL loop (must be refused), valid config and out-pointer.
     let rc = unsafe { echo_server_attach(ptr::null_mut(), &c, &mut out) };
     assert_eq!(rc, -libc::EINVAL, "attach NULL loop");
@@ -629,9 +402,9 @@ fn bad_config_is_refused_and_starts_nothing() {
             "get_stats(NULL)"
         );
     }
-    let srv = Server::start(&base_config());
+    let srv = Server::start(&config());
     // SAFETY: live server, NULL stats (must be refused).
-    let rc = unsafe { echo_server_get_stats(srv.raw, ptr::null_mut()) };
+    let rc = unsafe { echo_server_get_stats(srv.raw(), ptr::null_mut()) };
     assert_eq!(rc, -libc::EINVAL, "get_stats(srv, NULL)");
     assert_eq!(srv.stop(), 0);
 
@@ -656,7 +429,7 @@ fn max_pending_bytes_past_1_gib_is_refused_and_1_gib_echoes() {
     // SAFETY: valid out-pointer.
     assert_eq!(unsafe { epoll_loop_new(&mut lp) }, 0);
     for pending in [usize::MAX, usize::MAX - 1000, MAX + 1] {
-        let mut c = base_config();
+        let mut c = config();
         c.max_pending_bytes = pending;
         assert_eq!(
             Server::try_start(&c).err(),
@@ -672,13 +445,13 @@ fn max_pending_bytes_past_1_gib_is_refused_and_1_gib_echoes() {
     // SAFETY: a live loop with nothing attached.
     assert_eq!(unsafe { epoll_loop_free(lp) }, 0);
 
-    let mut c = base_config();
+    let mut c = config();
     c.max_pending_bytes = MAX;
     let srv = Server::start(&c);
     let payload = random_bytes(4 * MIB, seed() ^ 0x1_6b);
     let s = connect(srv.port);
     let got = echo_concurrently(&s, &payload, seed());
-    assert_same(&got, &payload, "echo with max_pending_bytes 1 GiB");
+    assert_same("echo with max_pending_bytes 1 GiB", &got, &payload);
     drop(s);
     assert_eq!(srv.stop(), 0);
 }
@@ -697,7 +470,7 @@ fn strerror(rc: c_int) -> String {
 #[test]
 fn echo_random_payloads_byte_exact() {
     let _g = shared();
-    let srv = Server::start(&base_config());
+    let srv = Server::start(&config());
     let sizes = [1, KIB, 64 * KIB, MIB, 16 * MIB];
     let mut total = 0u64;
     for (i, &size) in sizes.iter().enumerate() {
@@ -706,7 +479,7 @@ fn echo_random_payloads_byte_exact() {
         let t = Instant::now();
         let got = echo_concurrently(&s, &payload, seed() ^ i as u64);
         let dt = t.elapsed();
-        assert_same(&got, &payload, &format!("{size} B payload"));
+        assert_same(&format!("{size} B payload"), &got, &payload);
         // Nothing extra follows, and the server closes after our EOF.
         s.shutdown(Shutdown::Write).unwrap();
         let mut rest = Vec::new();
@@ -718,9 +491,7 @@ fn echo_random_payloads_byte_exact() {
             size as f64 / MIB as f64 / dt.as_secs_f64().max(1e-9)
         );
     }
-    let st = wait_stats(&srv, Duration::from_secs(5), "5 closes", |st| {
-        st.closed == 5
-    });
+    let st = srv.wait(Duration::from_secs(5), "5 closes", |st| st.closed == 5);
     println!("stats {st:?}");
     assert_eq!(st.accepted, 5);
     assert_eq!(st.active, 0);
@@ -732,7 +503,7 @@ fn echo_random_payloads_byte_exact() {
 #[test]
 fn pipelined_small_messages_in_order() {
     let _g = shared();
-    let srv = Server::start(&base_config());
+    let srv = Server::start(&config());
     const N: usize = 10_000;
     const LEN: usize = 17;
     let mut rng = Rng::new(seed() ^ 0x17);
@@ -775,9 +546,7 @@ fn pipelined_small_messages_in_order() {
     }
     println!("pipelined {N} x {LEN} B messages back in order in {dt:?}");
     drop(s);
-    let st = wait_stats(&srv, Duration::from_secs(5), "the close", |st| {
-        st.closed == 1
-    });
+    let st = srv.wait(Duration::from_secs(5), "the close", |st| st.closed == 1);
     assert_eq!(st.bytes_out, (N * LEN) as u64);
     assert_eq!(srv.stop(), 0);
 }
@@ -785,11 +554,11 @@ fn pipelined_small_messages_in_order() {
 #[test]
 fn concurrent_clients_with_distinct_data() {
     let _g = shared();
-    raise_nofile(2048);
+    require_nofile(2048);
     const CLIENTS: usize = 200;
     const SIZE: usize = 64 * KIB;
     const CHUNK: usize = 16 * KIB;
-    let mut cfg = base_config();
+    let mut cfg = config();
     cfg.backlog = 0; // SOMAXCONN: 200 simultaneous connects
     let srv = Server::start(&cfg);
     let port = srv.port;
@@ -822,9 +591,7 @@ fn concurrent_clients_with_distinct_data() {
             })
             .collect();
         connected.wait();
-        let all_open = try_wait_stats(&srv, Duration::from_secs(10), |st| {
-            st.active == CLIENTS as u64
-        });
+        let all_open = srv.try_wait(Duration::from_secs(10), |st| st.active == CLIENTS as u64);
         go.wait();
         let results: Vec<_> = handles
             .into_iter()
@@ -847,7 +614,7 @@ fn concurrent_clients_with_distinct_data() {
         "{CLIENTS} concurrent clients x {SIZE} B byte-exact in {dt:?}; active peak seen {}",
         open.active
     );
-    let st = wait_stats(&srv, Duration::from_secs(10), "all closes", |st| {
+    let st = srv.wait(Duration::from_secs(10), "all closes", |st| {
         st.closed == CLIENTS as u64
     });
     assert_eq!(st.accepted, CLIENTS as u64);
@@ -859,7 +626,7 @@ fn concurrent_clients_with_distinct_data() {
 #[test]
 fn half_close_returns_all_data() {
     let _g = shared();
-    let srv = Server::start(&base_config());
+    let srv = Server::start(&config());
 
     // 1 MiB written by a thread that then shuts down its side; read concurrently.
     let payload = random_bytes(MIB, seed() ^ 0x4c);
@@ -876,7 +643,7 @@ fn half_close_returns_all_data() {
         r
     });
     end.expect("the echo ends in a clean EOF");
-    assert_same(&got, &payload, "1 MiB then half-close");
+    assert_same("1 MiB then half-close", &got, &payload);
     println!("half-close: 1 MiB back then EOF in {:?}", t.elapsed());
 
     // 200 KiB written and half-closed before reading anything: the server holds
@@ -888,15 +655,13 @@ fn half_close_returns_all_data() {
     thread::sleep(Duration::from_millis(100));
     let (got, end) = read_until_end(&s);
     end.expect("the echo ends in a clean EOF");
-    assert_same(&got, &payload, "200 KiB half-closed before reading");
+    assert_same("200 KiB half-closed before reading", &got, &payload);
     println!(
         "half-close: 200 KiB sent + EOF before reading, all {} B came back",
         got.len()
     );
 
-    let st = wait_stats(&srv, Duration::from_secs(5), "2 closes", |st| {
-        st.closed == 2
-    });
+    let st = srv.wait(Duration::from_secs(5), "2 closes", |st| st.closed == 2);
     assert_eq!(st.bytes_out, (MIB + 200 * KIB) as u64);
     assert_eq!(srv.stop(), 0);
 }
@@ -905,7 +670,7 @@ fn half_close_returns_all_data() {
 fn resets_mid_transfer_then_new_client_served() {
     let _g = shared();
     const CLIENTS: usize = 50;
-    let mut cfg = base_config();
+    let mut cfg = config();
     cfg.backlog = 0;
     let srv = Server::start(&cfg);
     let port = srv.port;
@@ -944,12 +709,9 @@ fn resets_mid_transfer_then_new_client_served() {
         errors.is_empty(),
         "clients failed before resetting: {errors:?}"
     );
-    let st = wait_stats(
-        &srv,
-        Duration::from_secs(5),
-        "50 closes after resets",
-        |st| st.closed == CLIENTS as u64 && st.active == 0,
-    );
+    let st = srv.wait(Duration::from_secs(5), "50 closes after resets", |st| {
+        st.closed == CLIENTS as u64 && st.active == 0
+    });
     println!(
         "{CLIENTS} resets mid-transfer: all closed after {:?}; stats {st:?}",
         t.elapsed()
@@ -965,7 +727,7 @@ fn resets_mid_transfer_then_new_client_served() {
         t.elapsed()
     );
     drop(s);
-    let st = wait_stats(&srv, Duration::from_secs(5), "the last close", |st| {
+    let st = srv.wait(Duration::from_secs(5), "the last close", |st| {
         st.closed == CLIENTS as u64 + 1
     });
     assert_eq!(st.accepted, CLIENTS as u64 + 1);
@@ -976,7 +738,7 @@ fn resets_mid_transfer_then_new_client_served() {
 fn non_reading_client_is_capped_while_others_are_served() {
     // Exclusive: measures round-trip times.
     let _g = exclusive();
-    let cfg = base_config();
+    let cfg = config();
     let cap = cfg.max_pending_bytes as u64;
     let srv = Server::start(&cfg);
     const TOTAL: u64 = 64 << 20;
@@ -1157,8 +919,8 @@ fn idle_connections_do_not_slow_an_active_one() {
     // Exclusive: measures round-trip times and opens 2000 fds.
     let _g = exclusive();
     const IDLE: usize = 1000;
-    raise_nofile(2 * IDLE as u64 + 512);
-    let mut cfg = base_config();
+    require_nofile(2 * IDLE as u64 + 512);
+    let mut cfg = config();
     cfg.backlog = 0;
     let srv = Server::start(&cfg);
     let mut active = connect(srv.port);
@@ -1174,7 +936,7 @@ fn idle_connections_do_not_slow_an_active_one() {
         echo_once(&mut s, &[i as u8]).unwrap_or_else(|e| panic!("idle client {i}: {e}"));
         idle.push(s);
     }
-    let st = wait_stats(&srv, Duration::from_secs(10), "1001 open", |st| {
+    let st = srv.wait(Duration::from_secs(10), "1001 open", |st| {
         st.active == IDLE as u64 + 1
     });
     println!(
@@ -1209,9 +971,7 @@ fn idle_connections_do_not_slow_an_active_one() {
     }
     drop(idle);
     drop(active);
-    wait_stats(&srv, Duration::from_secs(10), "all closed", |st| {
-        st.active == 0
-    });
+    srv.wait(Duration::from_secs(10), "all closed", |st| st.active == 0);
     assert_eq!(srv.stop(), 0);
 }
 
@@ -1221,7 +981,7 @@ fn many_cycles_leave_no_fds_behind() {
     let _g = exclusive();
     const CYCLES: u64 = 5000;
     let fds_before = count_fds();
-    let srv = Server::start(&base_config());
+    let srv = Server::start(&config());
     let fds_running = count_fds();
     let msg = random_bytes(32, seed() ^ 0xfd);
     let t = Instant::now();
@@ -1230,7 +990,7 @@ fn many_cycles_leave_no_fds_behind() {
         echo_once(&mut s, &msg).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
     }
     let dt = t.elapsed();
-    let st = wait_stats(&srv, Duration::from_secs(10), "all closes", |st| {
+    let st = srv.wait(Duration::from_secs(10), "all closes", |st| {
         st.closed == CYCLES
     });
     let fds_idle = count_fds();
@@ -1256,7 +1016,7 @@ fn many_cycles_leave_no_fds_behind() {
 fn idle_timeout_closes_idle_clients_only() {
     // Exclusive: measures when the close happens.
     let _g = exclusive();
-    let mut cfg = base_config();
+    let mut cfg = config();
     cfg.idle_timeout_ms = 200;
     let srv = Server::start(&cfg);
     let mut active = connect(srv.port);
@@ -1311,14 +1071,14 @@ fn idle_timeout_closes_idle_clients_only() {
 #[test]
 fn max_connections_rejects_the_extra_ones() {
     let _g = shared();
-    let mut cfg = base_config();
+    let mut cfg = config();
     cfg.max_connections = 5;
     let srv = Server::start(&cfg);
     let mut first: Vec<TcpStream> = (0..5).map(|_| connect(srv.port)).collect();
     for (i, s) in first.iter_mut().enumerate() {
         echo_once(s, format!("first {i}").as_bytes()).unwrap_or_else(|e| panic!("client {i}: {e}"));
     }
-    wait_stats(&srv, Duration::from_secs(5), "5 open", |st| st.active == 5);
+    srv.wait(Duration::from_secs(5), "5 open", |st| st.active == 5);
 
     let t = Instant::now();
     for i in 5..10 {
@@ -1333,7 +1093,7 @@ fn max_connections_rejects_the_extra_ones() {
             i + 1
         );
     }
-    let st = wait_stats(&srv, Duration::from_secs(5), "5 rejections", |st| {
+    let st = srv.wait(Duration::from_secs(5), "5 rejections", |st| {
         st.rejected == 5 && st.closed == 5
     });
     println!(
@@ -1348,7 +1108,7 @@ fn max_connections_rejects_the_extra_ones() {
     }
     // A slot freed is a slot usable again.
     drop(first.remove(0));
-    wait_stats(&srv, Duration::from_secs(5), "4 open", |st| st.active == 4);
+    srv.wait(Duration::from_secs(5), "4 open", |st| st.active == 4);
     let mut s = connect(srv.port);
     echo_once(&mut s, b"a freed slot").expect("a client is served once a slot is free");
     assert_eq!(srv.stats().rejected, 5);
@@ -1361,7 +1121,7 @@ fn two_threads_share_the_port() {
     const CLIENTS: usize = 50;
     const SIZE: usize = 32 * KIB;
     let sink = LogSink::default();
-    let mut cfg = base_config();
+    let mut cfg = config();
     cfg.threads = 2;
     cfg.backlog = 0;
     with_log(&mut cfg, &sink);
@@ -1389,7 +1149,7 @@ fn two_threads_share_the_port() {
     });
     let errors: Vec<_> = results.into_iter().filter_map(Result::err).collect();
     assert!(errors.is_empty(), "clients failed: {errors:?}");
-    let st = wait_stats(&srv, Duration::from_secs(5), "all closes", |st| {
+    let st = srv.wait(Duration::from_secs(5), "all closes", |st| {
         st.closed == CLIENTS as u64
     });
     let accepting_threads = {
@@ -1468,7 +1228,7 @@ fn attach_on_the_callers_loop_beside_its_own_fds() {
     };
     assert_eq!(rc, 0);
 
-    let cfg = base_config();
+    let cfg = config();
     let mut srv: *mut echo_server = ptr::null_mut();
     // SAFETY: live loop, valid config and out-pointer; called on the loop's thread.
     let rc = unsafe { echo_server_attach(lp, &cfg, &mut srv) };
@@ -1601,7 +1361,7 @@ fn attach_on_the_callers_loop_beside_its_own_fds() {
 #[test]
 fn stop_flushes_pending_data() {
     let _g = shared();
-    let srv = Server::start(&base_config());
+    let srv = Server::start(&config());
     let payload = random_bytes(8 * MIB, seed() ^ 0x57);
     // A small receive window: what the server reads but cannot send stays pending
     // in the server when it is stopped.
@@ -1679,9 +1439,9 @@ fn stop_flushes_pending_data() {
         snap.bytes_out.saturating_sub(got.len() as u64)
     );
     assert_same(
+        "echo received before the close",
         &got,
         &payload[..got.len().min(payload.len())],
-        "echo received before the close",
     );
     if let Err(e) = &end {
         assert!(
@@ -1700,16 +1460,14 @@ fn log_callback_receives_connection_lines() {
     let _g = shared();
     for level in [EPOLL_LOOP_LOG_INFO, EPOLL_LOOP_LOG_DEBUG] {
         let sink = LogSink::default();
-        let mut cfg = base_config();
+        let mut cfg = config();
         with_log(&mut cfg, &sink);
         cfg.log_level = level;
         let srv = Server::start(&cfg);
         let mut s = connect(srv.port);
         echo_once(&mut s, b"hello log").expect("echo");
         drop(s);
-        wait_stats(&srv, Duration::from_secs(5), "the close", |st| {
-            st.closed == 1
-        });
+        srv.wait(Duration::from_secs(5), "the close", |st| st.closed == 1);
         let deadline = Instant::now() + Duration::from_secs(5);
         while sink.count("client close") == 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));

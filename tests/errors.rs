@@ -4,10 +4,9 @@
 //! name-resolution failures come back as the library's `EPOLL_LOOP_EAI_*`
 //! codes (from the C API, from a C demo, from the Python binding).
 
-mod common;
+mod support;
 
 use ::epoll_loop::ffi::*;
-use common::{Link, compile_c, lib_dir, note, out_dir, root, wait_timeout};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -16,6 +15,10 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::c::{Link, compile_c};
+use support::ffi::{Loop, SendPtr};
+use support::process::output_within;
+use support::{Scratch, assert_success, have_tool, lib_dir, out_dir, root, tool_or_skip};
 
 fn msg(code: c_int) -> String {
     let p = epoll_loop_strerror(code);
@@ -320,27 +323,6 @@ fn assert_resolution_failure(what: &str, rc: c_int) {
     assert!(m.contains("EPOLL_LOOP_EAI_"), "{what}: {m:?}");
 }
 
-struct Loop(*mut epoll_loop);
-
-impl Loop {
-    fn new() -> Loop {
-        let mut p = std::ptr::null_mut();
-        // SAFETY: `p` is a writable out-pointer.
-        assert_eq!(unsafe { epoll_loop_new(&mut p) }, 0);
-        Loop(p)
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        // SAFETY: a live loop nothing else frees.
-        let rc = unsafe { epoll_loop_free(self.0) };
-        if !std::thread::panicking() {
-            assert_eq!(rc, 0);
-        }
-    }
-}
-
 const NO_CBS: epoll_loop_conn_callbacks = epoll_loop_conn_callbacks {
     on_open: None,
     on_data: None,
@@ -355,7 +337,7 @@ fn an_unresolvable_host_is_an_eai_code_for_listen_connect_and_the_echo_server() 
     // SAFETY: live loop, valid strings and callbacks, writable out-pointer.
     let rc = unsafe {
         epoll_loop_tcp_listen(
-            lp.0,
+            lp.ptr(),
             UNRESOLVABLE.as_ptr(),
             0,
             0,
@@ -369,7 +351,7 @@ fn an_unresolvable_host_is_an_eai_code_for_listen_connect_and_the_echo_server() 
     // SAFETY: as above.
     let rc = unsafe {
         epoll_loop_tcp_connect(
-            lp.0,
+            lp.ptr(),
             UNRESOLVABLE.as_ptr(),
             80,
             &NO_CBS,
@@ -395,7 +377,7 @@ fn an_unresolvable_host_is_an_eai_code_for_listen_connect_and_the_echo_server() 
     let rc = unsafe { echo_server_start(&cfg, &mut srv) };
     assert_resolution_failure("echo_server_start", rc);
     // SAFETY: live loop, valid config and out-pointer.
-    let rc = unsafe { echo_server_attach(lp.0, &cfg, &mut srv) };
+    let rc = unsafe { echo_server_attach(lp.ptr(), &cfg, &mut srv) };
     assert_resolution_failure("echo_server_attach", rc);
     assert!(srv.is_null());
 
@@ -404,7 +386,7 @@ fn an_unresolvable_host_is_an_eai_code_for_listen_connect_and_the_echo_server() 
         // SAFETY: as above.
         let rc = unsafe {
             epoll_loop_tcp_listen(
-                lp.0,
+                lp.ptr(),
                 host.as_ptr(),
                 0,
                 0,
@@ -423,7 +405,7 @@ fn an_unresolvable_host_is_an_eai_code_for_listen_connect_and_the_echo_server() 
 fn enoent_is_not_about_host_names_any_more() {
     let lp = Loop::new();
     // SAFETY: live loop.
-    let rc = unsafe { epoll_loop_timer_stop(lp.0, 12345) };
+    let rc = unsafe { epoll_loop_timer_stop(lp.ptr(), 12345) };
     assert_eq!(rc, -libc::ENOENT);
     let m = msg(rc);
     assert!(m.contains("timer id"), "{m:?}");
@@ -458,7 +440,7 @@ fn enospc_from_an_address_function_says_the_buffer_is_too_small_and_epipe_says_c
     // SAFETY: live loop, valid host and callbacks, writable out-pointer.
     let rc = unsafe {
         epoll_loop_tcp_listen(
-            lp.0,
+            lp.ptr(),
             c"127.0.0.1".as_ptr(),
             0,
             0,
@@ -479,13 +461,20 @@ fn enospc_from_an_address_function_says_the_buffer_is_too_small_and_epipe_says_c
     let mut c = std::ptr::null_mut();
     // SAFETY: as above; `opened` outlives the loop.
     let rc = unsafe {
-        epoll_loop_tcp_connect(lp.0, c"127.0.0.1".as_ptr(), port as u16, &cbs, ud, &mut c)
+        epoll_loop_tcp_connect(
+            lp.ptr(),
+            c"127.0.0.1".as_ptr(),
+            port as u16,
+            &cbs,
+            ud,
+            &mut c,
+        )
     };
     assert_eq!(rc, 0, "{}", msg(rc));
     let deadline = Instant::now() + Duration::from_secs(10);
     while opened.conn.get().is_null() && Instant::now() < deadline {
         // SAFETY: live loop driven by this thread.
-        assert!(unsafe { epoll_loop_poll(lp.0, 100) } >= 0);
+        assert!(unsafe { epoll_loop_poll(lp.ptr(), 100) } >= 0);
     }
     assert_eq!(opened.conn.get(), c, "connected");
 
@@ -517,7 +506,7 @@ fn enospc_from_an_address_function_says_the_buffer_is_too_small_and_epipe_says_c
     assert!(m.contains("connection is closing or closed"), "{m:?}");
     while !opened.closed.get() && Instant::now() < deadline {
         // SAFETY: live loop driven by this thread.
-        assert!(unsafe { epoll_loop_poll(lp.0, 100) } >= 0);
+        assert!(unsafe { epoll_loop_poll(lp.ptr(), 100) } >= 0);
     }
     assert!(opened.closed.get());
     // SAFETY: the listener made above.
@@ -529,13 +518,6 @@ struct Busy {
     running: AtomicBool,
     nested: Cell<c_int>,
 }
-
-// The loop is driven by one thread at a time; the test hands it to another.
-struct SendPtr(*mut epoll_loop);
-// SAFETY: only used as documented (run on one thread, calls from another are refused).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 unsafe extern "C" fn mark_running(lp: *mut epoll_loop, _: u64, ud: *mut c_void) {
     // SAFETY: user data is the test's `Busy`, which outlives the loop.
@@ -552,10 +534,12 @@ fn ebusy_names_both_causes_callbacks_and_other_threads() {
     let ud = (&busy as *const Busy).cast_mut().cast();
     // SAFETY: live loop; `busy` outlives it.
     assert_eq!(
-        unsafe { epoll_loop_timer_start(lp.0, 1, 5, Some(mark_running), ud, std::ptr::null_mut()) },
+        unsafe {
+            epoll_loop_timer_start(lp.ptr(), 1, 5, Some(mark_running), ud, std::ptr::null_mut())
+        },
         0
     );
-    let p = SendPtr(lp.0);
+    let p = SendPtr(lp.ptr());
     let (from_callback, from_thread) = std::thread::scope(|s| {
         let runner = s.spawn(|| {
             let p = &p;
@@ -589,24 +573,29 @@ fn eexist_and_eperm_name_what_they_are_about() {
     assert_eq!(epoll_loop_signal_block(libc::SIGUSR2), 0);
     unsafe extern "C" fn on_sig(_: *mut epoll_loop, _: c_int, _: *mut c_void) {}
     // SAFETY: live loop, valid callback.
-    let first =
-        unsafe { epoll_loop_signal_start(lp.0, libc::SIGUSR2, Some(on_sig), std::ptr::null_mut()) };
+    let first = unsafe {
+        epoll_loop_signal_start(lp.ptr(), libc::SIGUSR2, Some(on_sig), std::ptr::null_mut())
+    };
     assert_eq!(first, 0);
     // SAFETY: as above.
-    let rc =
-        unsafe { epoll_loop_signal_start(lp.0, libc::SIGUSR2, Some(on_sig), std::ptr::null_mut()) };
+    let rc = unsafe {
+        epoll_loop_signal_start(lp.ptr(), libc::SIGUSR2, Some(on_sig), std::ptr::null_mut())
+    };
     assert_eq!(rc, -libc::EEXIST);
     let m = msg(rc);
     assert!(m.contains("signal already watched"), "{m:?}");
     // SAFETY: as above.
-    assert_eq!(unsafe { epoll_loop_signal_stop(lp.0, libc::SIGUSR2) }, 0);
+    assert_eq!(
+        unsafe { epoll_loop_signal_stop(lp.ptr(), libc::SIGUSR2) },
+        0
+    );
 
     unsafe extern "C" fn on_io(_: *mut epoll_loop, _: c_int, _: u32, _: *mut c_void) {}
     let file = File::open(root().join("Cargo.toml")).unwrap();
     // SAFETY: live loop, valid callback.
     let rc = unsafe {
         epoll_loop_register(
-            lp.0,
+            lp.ptr(),
             file.as_raw_fd(),
             EPOLL_LOOP_IN,
             Some(on_io),
@@ -639,23 +628,26 @@ fn signal_start_of_an_unblocked_signal_says_block_it_first() {
         let lp = Loop::new();
         // SAFETY: live loop, valid callback.
         let rc = unsafe {
-            epoll_loop_signal_start(lp.0, libc::SIGUSR1, Some(on_sig), std::ptr::null_mut())
+            epoll_loop_signal_start(lp.ptr(), libc::SIGUSR1, Some(on_sig), std::ptr::null_mut())
         };
         let mut st = epoll_loop_stats::default();
         // SAFETY: live loop, writable stats.
-        assert_eq!(unsafe { epoll_loop_get_stats(lp.0, &mut st) }, 0);
+        assert_eq!(unsafe { epoll_loop_get_stats(lp.ptr(), &mut st) }, 0);
         assert_eq!(st.registered, 0, "no signalfd was registered");
         // Once blocked, the same call works.
         assert_eq!(epoll_loop_signal_block(libc::SIGUSR1), 0);
         // SAFETY: as above.
         assert_eq!(
             unsafe {
-                epoll_loop_signal_start(lp.0, libc::SIGUSR1, Some(on_sig), std::ptr::null_mut())
+                epoll_loop_signal_start(lp.ptr(), libc::SIGUSR1, Some(on_sig), std::ptr::null_mut())
             },
             0
         );
         // SAFETY: as above.
-        assert_eq!(unsafe { epoll_loop_signal_stop(lp.0, libc::SIGUSR1) }, 0);
+        assert_eq!(
+            unsafe { epoll_loop_signal_stop(lp.ptr(), libc::SIGUSR1) },
+            0
+        );
         rc
     })
     .join()
@@ -675,7 +667,7 @@ fn signal_start_of_an_unblocked_signal_says_block_it_first() {
 #[test]
 fn the_echo_server_demo_prints_the_resolution_failure() {
     let dir = out_dir("errors");
-    let exe = common::Scratch::new(&dir, "echo_server");
+    let exe = Scratch::new(&dir, "echo_server");
     compile_c(
         &[&root().join("c-examples/echo_server.c")],
         exe.path(),
@@ -683,24 +675,15 @@ fn the_echo_server_demo_prints_the_resolution_failure() {
         false,
         &[],
     );
-    let mut child = Command::new(exe.path())
-        .args(["--host", UNRESOLVABLE.to_str().unwrap(), "--port", "0"])
-        .env("LD_LIBRARY_PATH", lib_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the echo_server demo");
-    let status = wait_timeout(&mut child, Duration::from_secs(60));
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "exit {status:?}:\n{stderr}"
+    let o = output_within(
+        Command::new(exe.path())
+            .args(["--host", UNRESOLVABLE.to_str().unwrap(), "--port", "0"])
+            .env("LD_LIBRARY_PATH", lib_dir())
+            .stdin(Stdio::null()),
+        Duration::from_secs(60),
     );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "exit {}:\n{stderr}", o.status);
     let line = stderr
         .lines()
         .find(|l| l.contains("cannot start on no-such-host.invalid"))
@@ -714,13 +697,7 @@ fn the_echo_server_demo_prints_the_resolution_failure() {
 #[test]
 fn the_python_binding_raises_gaierror_for_an_unresolvable_host() {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    if !Command::new(&python)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(std::env::var_os("CI").is_none(), "CI must have python3");
-        note("skipped the Python gaierror check: python3 not found");
+    if !tool_or_skip(have_tool(&python), "python3", "the Python gaierror check") {
         return;
     }
     let script = r#"
@@ -743,6 +720,6 @@ else:
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run python3");
-    common::assert_success("the Python gaierror check", &o);
+    assert_success("the Python gaierror check", &o);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("gaierror "));
 }

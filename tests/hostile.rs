@@ -6,13 +6,17 @@
 //! left no fd behind (`/proc/self/fd`). Through the C ABI (`echo_server_*`).
 //! Run with `--nocapture` for the numbers; `HARDENING_SEED` replays a run.
 
-mod hardening;
+mod support;
 
-use hardening::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::echo::{Server, storm_config};
+use support::fd::{count_fds, fds_settle, raise_nofile};
+use support::net::{connect, echo_once, set_linger_zero, try_connect};
+use support::process::{cpu_time, serial};
+use support::rng::Rng;
 
 /// Checks that a server is alive and echoing.
 fn still_echoes(port: u16) {
@@ -31,8 +35,8 @@ fn idle_cpu(d: Duration) -> Duration {
 fn garbage_and_zero_length_writes_are_echoed_byte_exact() {
     let _g = serial();
     let fds0 = count_fds();
-    let seed = seed();
-    let srv = Server::start(&config(2, 0));
+    let seed = support::rng::seed("HARDENING_SEED");
+    let srv = Server::start(&storm_config(2, 0));
     let port = srv.port;
     let clients: Vec<_> = (0..16u64)
         .map(|c| {
@@ -97,7 +101,7 @@ fn garbage_and_zero_length_writes_are_echoed_byte_exact() {
     assert_eq!(st.bytes_out, bytes as u64);
     still_echoes(port);
     let cpu = idle_cpu(Duration::from_millis(500));
-    srv.stop();
+    srv.stop_timed();
     let fds = fds_settle(fds0);
     println!(
         "garbage: 16 clients, {bytes} B (every byte value, NUL and CRLF floods, IAC), \
@@ -114,8 +118,8 @@ fn garbage_and_zero_length_writes_are_echoed_byte_exact() {
 fn connect_and_close_storms_neither_crash_nor_wedge_nor_leak() {
     let _g = serial();
     let fds0 = count_fds();
-    let seed = seed();
-    let srv = Server::start(&config(2, 0));
+    let seed = support::rng::seed("HARDENING_SEED");
+    let srv = Server::start(&storm_config(2, 0));
     let port = srv.port;
     // An active client keeps echoing during the storm; its worst round trip is kept.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -194,7 +198,7 @@ fn connect_and_close_storms_neither_crash_nor_wedge_nor_leak() {
     assert_eq!(st.accepted, st.closed, "{st:?}");
     still_echoes(port);
     let cpu = idle_cpu(Duration::from_millis(500));
-    let stop_took = srv.stop();
+    let stop_took = srv.stop_timed();
     let fds = fds_settle(fds0);
     println!(
         "storm: {} connections (FIN {}, RST {}, data+RST {}, half-close {}); active client \
@@ -225,7 +229,7 @@ fn slowloris_connections_are_closed_by_the_idle_timeout() {
     raise_nofile(8192);
     let fds0 = count_fds();
     let idle_ms = 400;
-    let srv = Server::start(&config(1, idle_ms));
+    let srv = Server::start(&storm_config(1, idle_ms));
     let port = srv.port;
     let n = 1000;
     // Idle connections: half send nothing, half send a partial "request" and stop.
@@ -275,7 +279,7 @@ fn slowloris_connections_are_closed_by_the_idle_timeout() {
     drop(idle);
     still_echoes(port);
     let st2 = srv.wait(Duration::from_secs(5), "all closed", |st| st.active == 0);
-    srv.stop();
+    srv.stop_timed();
     let fds = fds_settle(fds0);
     println!(
         "slowloris: {n} idle connections opened in {opened:?}, all closed by the {idle_ms} ms \
@@ -297,7 +301,7 @@ fn slowloris_connections_are_closed_by_the_idle_timeout() {
 fn clients_that_vanish_mid_transfer_are_cleaned_up() {
     let _g = serial();
     let fds0 = count_fds();
-    let mut cfg = config(1, 0);
+    let mut cfg = storm_config(1, 0);
     cfg.max_pending_bytes = 64 * 1024;
     let srv = Server::start(&cfg);
     let port = srv.port;
@@ -330,7 +334,7 @@ fn clients_that_vanish_mid_transfer_are_cleaned_up() {
         st.active == 0 && st.accepted == 20
     });
     still_echoes(port);
-    srv.stop();
+    srv.stop_timed();
     let fds = fds_settle(fds0);
     println!(
         "vanishing: 20 clients pushed {sent} B without reading, then left (10 RST, 10 FIN); \

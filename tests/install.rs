@@ -8,11 +8,12 @@
 //! `make install` builds the release library (`cargo build --release` in the
 //! same target directory), as a user's `make install` would.
 
-mod common;
+mod support;
 
-use common::{assert_success, lib_dir, note, out_dir, readme_blocks, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::c::{C_WARN, cc};
+use support::{assert_success, have_tool, lib_dir, out_dir, readme_blocks, root, tool_or_skip};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MAJOR: &str = env!("CARGO_PKG_VERSION_MAJOR");
@@ -170,15 +171,6 @@ cleanup:
 }
 "#;
 
-const C_WARN: &[&str] = &[
-    "-std=c99",
-    "-D_GNU_SOURCE",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-];
-
 fn pkg_config(pc_path: &Path, args: &[&str]) -> String {
     let o = run(
         &format!("pkg-config {}", args.join(" ")),
@@ -194,7 +186,7 @@ fn pkg_config(pc_path: &Path, args: &[&str]) -> String {
 fn cc_with(src: &Path, exe: &Path, flags: &str) {
     run(
         &format!("cc demo.c {flags}"),
-        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        Command::new(cc())
             .args(C_WARN)
             .arg(src)
             .arg("-o")
@@ -234,21 +226,11 @@ fn readme_app_c() -> String {
 }
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is not installed, but CI must check the README's {tool} instructions \
-             (.ci/run installs it)"
-        );
-        note(&format!(
-            "skipped the README's {tool} build: {tool} not found"
-        ));
-    }
-    ok
+    tool_or_skip(
+        have_tool(tool),
+        tool,
+        &format!("the README's {tool} instructions"),
+    )
 }
 
 /// Builds the README's C example in `dir` with one build system and checks its output.
@@ -387,7 +369,7 @@ fn make_install_then_pkg_config_builds_then_make_uninstall_leaves_nothing() {
         format!(
             "-L{} -lepoll_loop {}",
             libdir.display(),
-            common::STATIC_LIBS.join(" ")
+            support::c::STATIC_LIBS.join(" ")
         ),
         "pkg-config --static --libs (Libs.private)"
     );

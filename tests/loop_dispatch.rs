@@ -14,166 +14,22 @@
 //!   so no other test can be given these, and `dup3` onto them never closes a
 //!   descriptor that belongs to another test.
 
+mod support;
+
 use ::epoll_loop::ffi::*;
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
-use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::fd::{pipe, try_pipe};
+use support::ffi::{Loop, SendPtr, ud};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-type IoFn = unsafe extern "C" fn(*mut epoll_loop, c_int, u32, *mut c_void);
-type TimerFn = unsafe extern "C" fn(*mut epoll_loop, u64, *mut c_void);
-
-/// A loop owned by the test, freed (and the result checked) on drop. `'s` is the
-/// lifetime of the state the registered callbacks point at: it must outlive the loop.
-struct Loop<'s> {
-    ptr: *mut epoll_loop,
-    _state: PhantomData<&'s ()>,
-}
-
-/// `user_data` for a callback whose state is `t`.
-fn ud<T>(t: &T) -> *mut c_void {
-    (t as *const T).cast_mut().cast()
-}
-
-impl<'s> Loop<'s> {
-    fn new() -> Self {
-        let mut ptr = std::ptr::null_mut();
-        // SAFETY: `ptr` is a valid, writable out-pointer.
-        let rc = unsafe { epoll_loop_new(&mut ptr) };
-        assert_eq!(rc, 0, "epoll_loop_new");
-        assert!(!ptr.is_null());
-        Loop {
-            ptr,
-            _state: PhantomData,
-        }
-    }
-
-    /// Takes ownership of a loop made by `epoll_loop_from_fd`.
-    fn from_raw(ptr: *mut epoll_loop) -> Self {
-        assert!(!ptr.is_null());
-        Loop {
-            ptr,
-            _state: PhantomData,
-        }
-    }
-
-    fn ptr(&self) -> *mut epoll_loop {
-        self.ptr
-    }
-
-    fn register<T>(&self, fd: RawFd, events: u32, cb: IoFn, state: &'s T) -> c_int {
-        // SAFETY: `self.ptr` is a live loop; `state` outlives the loop (`'s`).
-        unsafe { epoll_loop_register(self.ptr, fd, events, Some(cb), ud(state)) }
-    }
-
-    fn modify(&self, fd: RawFd, events: u32) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_modify(self.ptr, fd, events) }
-    }
-
-    fn unregister(&self, fd: RawFd) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_unregister(self.ptr, fd) }
-    }
-
-    fn poll(&self, timeout_ms: c_int) -> c_int {
-        // SAFETY: `self.ptr` is a live loop, driven by this thread only.
-        unsafe { epoll_loop_poll(self.ptr, timeout_ms) }
-    }
-
-    fn run(&self) -> c_int {
-        // SAFETY: `self.ptr` is a live loop, driven by this thread only.
-        unsafe { epoll_loop_run(self.ptr) }
-    }
-
-    fn stop(&self) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_stop(self.ptr) }
-    }
-
-    fn wake(&self) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_wake(self.ptr) }
-    }
-
-    fn fileno(&self) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_fileno(self.ptr) }
-    }
-
-    /// Starts a timer; returns its id (asserting success).
-    fn timer_start<T>(&self, after_ms: u64, repeat_ms: u64, cb: TimerFn, state: &'s T) -> u64 {
-        let mut id = 0;
-        // SAFETY: `self.ptr` is a live loop; `state` outlives the loop; `id` is writable.
-        let rc = unsafe {
-            epoll_loop_timer_start(self.ptr, after_ms, repeat_ms, Some(cb), ud(state), &mut id)
-        };
-        assert_eq!(rc, 0, "epoll_loop_timer_start");
-        assert_ne!(id, 0, "timer ids start at 1");
-        id
-    }
-
-    fn timer_stop(&self, id: u64) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_timer_stop(self.ptr, id) }
-    }
-
-    fn stats(&self) -> epoll_loop_stats {
-        let mut st = epoll_loop_stats::default();
-        // SAFETY: `self.ptr` is a live loop; `st` is writable.
-        let rc = unsafe { epoll_loop_get_stats(self.ptr, &mut st) };
-        assert_eq!(rc, 0, "epoll_loop_get_stats");
-        st
-    }
-
-    /// Polls (at most 100 ms at a time) until `done()` or `limit` passes.
-    fn poll_until(&self, limit: Duration, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "condition not reached in {limit:?}"
-            );
-            let rc = self.poll(100);
-            assert!(rc >= 0, "poll failed: {rc}");
-        }
-    }
-}
-
-impl Drop for Loop<'_> {
-    fn drop(&mut self) {
-        // SAFETY: `self.ptr` is a live loop that nothing else frees; no thread is
-        // calling stop/wake on it any more (watchdogs and helper threads are joined
-        // before the loop is dropped).
-        let rc = unsafe { epoll_loop_free(self.ptr) };
-        if !thread::panicking() {
-            assert_eq!(rc, 0, "epoll_loop_free");
-        }
-    }
-}
-
-/// A loop pointer that may cross threads (for `epoll_loop_stop`/`_wake`, which are
-/// thread-safe). Reached through [`SendPtr::get`] so closures capture the wrapper.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut epoll_loop);
-// SAFETY: only used for epoll_loop_stop/epoll_loop_wake, which the C API documents
-// as callable from any thread while the loop is alive.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut epoll_loop {
-        self.0
-    }
-}
 
 /// Ends a `poll(-1)` or `run()` that hangs because of a bug. After `limit` it
 /// calls `epoll_loop_stop` and `epoll_loop_wake` and interrupts the loop's thread
@@ -295,22 +151,6 @@ unsafe extern "C" fn count_timer(_lp: *mut epoll_loop, id: u64, p: *mut c_void) 
     let h = unsafe { state::<Hits>(p) };
     h.count.set(h.count.get() + 1);
     h.last_id.set(id);
-}
-
-/// A non-blocking, close-on-exec pipe: (read end, write end). Never panics, so
-/// callbacks may use it.
-fn try_pipe() -> Option<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return None;
-    }
-    // SAFETY: pipe2 succeeded: two new descriptors that only we own.
-    Some(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    try_pipe().expect("pipe2")
 }
 
 /// A non-blocking, close-on-exec eventfd with counter 0 (writable, not readable).
@@ -845,7 +685,9 @@ fn fd_callback_can_start_and_stop_timers() {
     );
     assert!(tj.started.get() > victim);
 
-    lp.poll_until(Duration::from_secs(2), || tj.later.count.get() == 1);
+    lp.poll_until("the later timer", Duration::from_secs(2), || {
+        tj.later.count.get() == 1
+    });
     assert_eq!(tj.later.last_id.get(), tj.started.get());
     // Past the victim's deadline: it never fires.
     thread::sleep(Duration::from_millis(60));
@@ -1512,7 +1354,7 @@ fn repeating_timer_fires_repeatedly_and_can_stop_itself() {
     let _wd = Watchdog::new(&lp, Duration::from_secs(5));
     let t0 = Instant::now();
     let id = lp.timer_start(10, 20, self_stopping_timer, &s);
-    lp.poll_until(Duration::from_secs(3), || s.calls.get() >= 4);
+    lp.poll_until("4 runs", Duration::from_secs(3), || s.calls.get() >= 4);
     assert_eq!(s.calls.get(), 4);
     assert_eq!(s.rc.get(), 0, "the timer stopped itself");
     let times = s.times.get();

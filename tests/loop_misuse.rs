@@ -5,91 +5,19 @@
 //! top of the fd table (see [`private_fd`]): tests run in parallel threads and the
 //! kernel hands out the lowest free number, so no other test is given them.
 
+mod support;
+
 use ::epoll_loop::ffi::*;
 use std::cell::Cell;
 use std::ffi::{CStr, c_int, c_void};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use support::fd::pipe;
+use support::ffi::{Loop, ud};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A loop owned by the test, freed (and the result checked) on drop. `'s` is the
-/// lifetime of the state the registered callbacks point at.
-struct Loop<'s> {
-    ptr: *mut epoll_loop,
-    _state: std::marker::PhantomData<&'s ()>,
-}
-
-impl<'s> Loop<'s> {
-    fn new() -> Self {
-        let mut ptr = std::ptr::null_mut();
-        // SAFETY: `ptr` is a valid, writable out-pointer.
-        assert_eq!(unsafe { epoll_loop_new(&mut ptr) }, 0);
-        assert!(!ptr.is_null());
-        Loop {
-            ptr,
-            _state: std::marker::PhantomData,
-        }
-    }
-
-    fn register<T>(&self, fd: RawFd, events: u32, state: &'s T) -> c_int {
-        // SAFETY: `self.ptr` is a live loop; `state` outlives it.
-        unsafe { epoll_loop_register(self.ptr, fd, events, Some(count_io), ud(state)) }
-    }
-
-    fn modify(&self, fd: RawFd, events: u32) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_modify(self.ptr, fd, events) }
-    }
-
-    fn unregister(&self, fd: RawFd) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_unregister(self.ptr, fd) }
-    }
-
-    fn poll(&self, timeout_ms: c_int) -> c_int {
-        // SAFETY: `self.ptr` is a live loop driven by this thread.
-        unsafe { epoll_loop_poll(self.ptr, timeout_ms) }
-    }
-
-    fn timer_start<T>(&self, after_ms: u64, state: &'s T) -> u64 {
-        let mut id = 0;
-        // SAFETY: `self.ptr` is a live loop; `state` outlives it; `id` is writable.
-        let rc = unsafe {
-            epoll_loop_timer_start(self.ptr, after_ms, 0, Some(count_timer), ud(state), &mut id)
-        };
-        assert_eq!(rc, 0);
-        id
-    }
-
-    fn timer_stop(&self, id: u64) -> c_int {
-        // SAFETY: `self.ptr` is a live loop.
-        unsafe { epoll_loop_timer_stop(self.ptr, id) }
-    }
-
-    fn stats(&self) -> epoll_loop_stats {
-        let mut st = epoll_loop_stats::default();
-        // SAFETY: `self.ptr` is a live loop; `st` is writable.
-        assert_eq!(unsafe { epoll_loop_get_stats(self.ptr, &mut st) }, 0);
-        st
-    }
-}
-
-impl Drop for Loop<'_> {
-    fn drop(&mut self) {
-        // SAFETY: `self.ptr` is a live loop that nothing else frees.
-        let rc = unsafe { epoll_loop_free(self.ptr) };
-        if !std::thread::panicking() {
-            assert_eq!(rc, 0, "epoll_loop_free");
-        }
-    }
-}
-
-fn ud<T>(t: &T) -> *mut c_void {
-    (t as *const T).cast_mut().cast()
-}
 
 #[derive(Default)]
 struct Hits {
@@ -106,15 +34,6 @@ unsafe extern "C" fn count_timer(_lp: *mut epoll_loop, _id: u64, p: *mut c_void)
     // SAFETY: every timer with this callback passes a `&Hits` that outlives it.
     let h = unsafe { &*p.cast::<Hits>() };
     h.count.set(h.count.get() + 1);
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    assert_eq!(rc, 0, "pipe2");
-    // SAFETY: two new descriptors that only we own.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
 fn write1(fd: &OwnedFd) {
@@ -233,14 +152,14 @@ fn null_out_pointers_are_einval() {
     let hits = Hits::default();
     let lp = Loop::new();
     // SAFETY: live loop, NULL `out`.
-    let rc = unsafe { epoll_loop_get_stats(lp.ptr, std::ptr::null_mut()) };
+    let rc = unsafe { epoll_loop_get_stats(lp.ptr(), std::ptr::null_mut()) };
     assert_eq!(rc, -libc::EINVAL, "get_stats(loop, NULL)");
 
     // timer_start's `out_id` may be NULL: documented as optional.
     // SAFETY: live loop; `hits` outlives it; NULL out_id is allowed.
     let rc = unsafe {
         epoll_loop_timer_start(
-            lp.ptr,
+            lp.ptr(),
             60_000,
             0,
             Some(count_timer),
@@ -258,22 +177,26 @@ fn null_callbacks_are_einval() {
     let (r, _w) = pipe();
     let lp = Loop::new();
     // SAFETY: live loop; a NULL callback must be rejected.
-    let rc = unsafe { epoll_loop_register(lp.ptr, r.as_raw_fd(), EPOLL_LOOP_IN, None, ud(&hits)) };
+    let rc =
+        unsafe { epoll_loop_register(lp.ptr(), r.as_raw_fd(), EPOLL_LOOP_IN, None, ud(&hits)) };
     assert_eq!(rc, -libc::EINVAL, "register with cb NULL");
     let mut id = 77u64;
     // SAFETY: live loop; a NULL callback must be rejected; `id` is writable.
-    let rc = unsafe { epoll_loop_timer_start(lp.ptr, 0, 0, None, ud(&hits), &mut id) };
+    let rc = unsafe { epoll_loop_timer_start(lp.ptr(), 0, 0, None, ud(&hits), &mut id) };
     assert_eq!(rc, -libc::EINVAL, "timer_start with cb NULL");
     assert_eq!(id, 77, "*out_id untouched on failure");
     let st = lp.stats();
     assert_eq!((st.registered, st.timers_pending), (0, 0));
     // Nothing was half-registered: the fd can still be registered properly.
-    assert_eq!(lp.register(r.as_raw_fd(), EPOLL_LOOP_IN, &hits), 0);
+    assert_eq!(
+        lp.register(r.as_raw_fd(), EPOLL_LOOP_IN, count_io, &hits),
+        0
+    );
     // A NULL user_data is legal (the callback decides what it means).
     // SAFETY: live loop; `count_timer` is never reached (the timer is stopped).
     let rc = unsafe {
         epoll_loop_timer_start(
-            lp.ptr,
+            lp.ptr(),
             60_000,
             0,
             Some(count_timer),
@@ -295,7 +218,7 @@ fn negative_fd_is_ebadf() {
     let lp = Loop::new();
     for fd in [-1, -2, c_int::MIN] {
         assert_eq!(
-            lp.register(fd, EPOLL_LOOP_IN, &hits),
+            lp.register(fd, EPOLL_LOOP_IN, count_io, &hits),
             -libc::EBADF,
             "register({fd})"
         );
@@ -312,9 +235,15 @@ fn closed_fd_is_ebadf() {
     // A number that is not open (private to this test), and one that cannot be.
     let closed = private_fd(0);
     assert!(!fd_is_open(closed));
-    assert_eq!(lp.register(closed, EPOLL_LOOP_IN, &hits), -libc::EBADF);
+    assert_eq!(
+        lp.register(closed, EPOLL_LOOP_IN, count_io, &hits),
+        -libc::EBADF
+    );
     let beyond = nofile_limit();
-    assert_eq!(lp.register(beyond, EPOLL_LOOP_IN, &hits), -libc::EBADF);
+    assert_eq!(
+        lp.register(beyond, EPOLL_LOOP_IN, count_io, &hits),
+        -libc::EBADF
+    );
     assert_eq!(lp.stats().registered, 0);
 
     // modify of an fd closed since it was registered.
@@ -327,7 +256,7 @@ fn closed_fd_is_ebadf() {
     drop(r);
     // SAFETY: dup3 created `num`; only we own it.
     let moved = unsafe { OwnedFd::from_raw_fd(num) };
-    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &hits), 0);
+    assert_eq!(lp.register(num, EPOLL_LOOP_IN, count_io, &hits), 0);
     drop(moved);
     assert_eq!(
         lp.modify(num, EPOLL_LOOP_OUT),
@@ -356,14 +285,14 @@ fn unknown_event_bits_are_einval() {
     ];
     for bits in unknown {
         assert_eq!(
-            lp.register(fd, EPOLL_LOOP_IN | bits, &hits),
+            lp.register(fd, EPOLL_LOOP_IN | bits, count_io, &hits),
             -libc::EINVAL,
             "register with {bits:#x}"
         );
     }
     assert_eq!(lp.stats().registered, 0);
 
-    assert_eq!(lp.register(fd, EPOLL_LOOP_IN, &hits), 0);
+    assert_eq!(lp.register(fd, EPOLL_LOOP_IN, count_io, &hits), 0);
     for bits in unknown {
         assert_eq!(
             lp.modify(fd, EPOLL_LOOP_IN | bits),
@@ -385,12 +314,12 @@ fn regular_file_and_directory_are_eperm() {
     let dir = File::open(root).expect("open the crate directory");
     let lp = Loop::new();
     assert_eq!(
-        lp.register(file.as_raw_fd(), EPOLL_LOOP_IN, &hits),
+        lp.register(file.as_raw_fd(), EPOLL_LOOP_IN, count_io, &hits),
         -libc::EPERM,
         "regular file"
     );
     assert_eq!(
-        lp.register(dir.as_raw_fd(), EPOLL_LOOP_IN, &hits),
+        lp.register(dir.as_raw_fd(), EPOLL_LOOP_IN, count_io, &hits),
         -libc::EPERM,
         "directory"
     );
@@ -404,13 +333,16 @@ fn register_twice_is_eexist() {
     let second = Hits::default();
     let (r, w) = pipe();
     let lp = Loop::new();
-    assert_eq!(lp.register(r.as_raw_fd(), EPOLL_LOOP_IN, &first), 0);
     assert_eq!(
-        lp.register(r.as_raw_fd(), EPOLL_LOOP_IN, &second),
+        lp.register(r.as_raw_fd(), EPOLL_LOOP_IN, count_io, &first),
+        0
+    );
+    assert_eq!(
+        lp.register(r.as_raw_fd(), EPOLL_LOOP_IN, count_io, &second),
         -libc::EEXIST
     );
     assert_eq!(
-        lp.register(r.as_raw_fd(), EPOLL_LOOP_OUT, &second),
+        lp.register(r.as_raw_fd(), EPOLL_LOOP_OUT, count_io, &second),
         -libc::EEXIST,
         "other events too"
     );
@@ -430,7 +362,7 @@ fn register_twice_is_eexist() {
     assert_eq!(got, num);
     // SAFETY: dup3 created `num`; only we own it.
     let old = unsafe { OwnedFd::from_raw_fd(num) };
-    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &first), 0);
+    assert_eq!(lp.register(num, EPOLL_LOOP_IN, count_io, &first), 0);
     drop(old);
     let (r2, w2) = pipe();
     // SAFETY: `num` is free again and private to this test.
@@ -438,10 +370,13 @@ fn register_twice_is_eexist() {
     assert_eq!(got, num);
     // SAFETY: dup3 created `num`; only we own it.
     let reused = unsafe { OwnedFd::from_raw_fd(num) };
-    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &second), -libc::EEXIST);
+    assert_eq!(
+        lp.register(num, EPOLL_LOOP_IN, count_io, &second),
+        -libc::EEXIST
+    );
     assert_eq!(lp.stats().registered, 2);
     assert_eq!(lp.unregister(num), 0);
-    assert_eq!(lp.register(num, EPOLL_LOOP_IN, &second), 0);
+    assert_eq!(lp.register(num, EPOLL_LOOP_IN, count_io, &second), 0);
     assert_eq!(lp.stats().registered, 2);
     write1(&w2);
     drop(r2);
@@ -469,7 +404,7 @@ fn modify_or_unregister_unknown_fd_is_enoent() {
         "not open either"
     );
     assert_eq!(lp.unregister(private_fd(2)), -libc::ENOENT);
-    assert_eq!(lp.register(fd, EPOLL_LOOP_IN, &hits), 0);
+    assert_eq!(lp.register(fd, EPOLL_LOOP_IN, count_io, &hits), 0);
     assert_eq!(lp.unregister(fd), 0);
     assert_eq!(lp.unregister(fd), -libc::ENOENT, "already unregistered");
     assert_eq!(
@@ -479,7 +414,7 @@ fn modify_or_unregister_unknown_fd_is_enoent() {
     );
     // Registered on another loop is not registered on this one.
     let other = Loop::new();
-    assert_eq!(other.register(fd, EPOLL_LOOP_IN, &hits), 0);
+    assert_eq!(other.register(fd, EPOLL_LOOP_IN, count_io, &hits), 0);
     assert_eq!(lp.unregister(fd), -libc::ENOENT);
     assert_eq!(other.unregister(fd), 0);
 }
@@ -490,7 +425,7 @@ fn poll_timeout_below_minus_one_is_einval() {
     let lp = Loop::new();
     // Bounds the test if a bad timeout were taken for "wait forever": this timer
     // would end that wait (and the assertions below would fail).
-    let id = lp.timer_start(10_000, &bound);
+    let id = lp.timer_start(10_000, 0, count_timer, &bound);
     for t in [-2, -1000, c_int::MIN] {
         let t0 = std::time::Instant::now();
         assert_eq!(lp.poll(t), -libc::EINVAL, "poll({t})");
@@ -510,16 +445,16 @@ fn stale_timer_ids_are_enoent() {
     assert_eq!(lp.timer_stop(0), -libc::ENOENT, "0 is never an id");
     assert_eq!(lp.timer_stop(1), -libc::ENOENT, "not issued yet");
     assert_eq!(lp.timer_stop(u64::MAX), -libc::ENOENT);
-    let fired = lp.timer_start(0, &hits);
+    let fired = lp.timer_start(0, 0, count_timer, &hits);
     assert_eq!(lp.poll(1000), 1);
     assert_eq!(lp.timer_stop(fired), -libc::ENOENT, "a fired one-shot");
-    let stopped = lp.timer_start(60_000, &hits);
+    let stopped = lp.timer_start(60_000, 0, count_timer, &hits);
     assert_eq!(lp.timer_stop(stopped), 0);
     assert_eq!(lp.timer_stop(stopped), -libc::ENOENT, "stopped twice");
     // An id from another loop means nothing here.
     let other = Loop::new();
-    let foreign = other.timer_start(60_000, &hits);
-    let mine = lp.timer_start(60_000, &hits);
+    let foreign = other.timer_start(60_000, 0, count_timer, &hits);
+    let mine = lp.timer_start(60_000, 0, count_timer, &hits);
     assert_ne!(foreign, mine);
     assert_eq!(lp.timer_stop(foreign + 100), -libc::ENOENT);
     assert_eq!(lp.timer_stop(mine), 0);
@@ -639,9 +574,12 @@ fn a_panic_poisons_only_its_own_loop() {
     let (r, w) = pipe();
     let healthy = Loop::new();
     let sick = Loop::new();
-    assert_eq!(healthy.register(r.as_raw_fd(), EPOLL_LOOP_IN, &hits), 0);
-    // SAFETY: `sick.ptr` is a live loop.
-    unsafe { ::epoll_loop::ffi::event_loop::testing::panic_on_next_call(sick.ptr) };
+    assert_eq!(
+        healthy.register(r.as_raw_fd(), EPOLL_LOOP_IN, count_io, &hits),
+        0
+    );
+    // SAFETY: `sick` is a live loop.
+    unsafe { ::epoll_loop::ffi::event_loop::testing::panic_on_next_call(sick.ptr()) };
     assert_eq!(sick.timer_stop(1), -libc::ENOTRECOVERABLE);
     assert_eq!(sick.poll(0), -libc::ENOTRECOVERABLE);
     write1(&w);

@@ -7,21 +7,20 @@
 //! The memory test uses a build without sanitizers (ASan's allocator and
 //! quarantine would hide the proxy's own memory behind its own).
 
-mod common;
+mod support;
 
-use ::epoll_loop::ffi::*;
-use common::{
-    Captured, Link, collect, compile_c, lib_dir, out_dir, root, sanitizer_env, snapshot,
-    wait_timeout,
-};
 use std::ffi::c_int;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
+use support::c::{Link, assert_sanitizer_clean, compile_c, sanitizer_env};
+use support::echo::{Server as Echo, config};
+use support::process::{Running, rss_kib};
+use support::{assert_same, lib_dir, out_dir, root};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -52,12 +51,8 @@ fn build(name: &str, sanitize: bool, extra: &[&str]) -> PathBuf {
 
 /// A running proxy, killed (and reaped) on drop unless stopped.
 struct Proxy {
-    child: Option<Child>,
-    pid: u32,
+    proc: Running,
     port: u16,
-    stdout: Captured,
-    stderr: Captured,
-    readers: Vec<JoinHandle<()>>,
 }
 
 /// What a stopped proxy left behind.
@@ -94,48 +89,13 @@ impl Proxy {
             .args(["--upstream-port", &upstream.to_string()])
             .args(extra)
             .env("LD_LIBRARY_PATH", lib_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
         if sanitize {
             sanitizer_env(&mut cmd);
         }
-        let mut child = cmd.spawn().expect("spawn tcp_proxy");
-        let (stdout, h1) = collect(child.stdout.take().unwrap());
-        let (stderr, h2) = collect(child.stderr.take().unwrap());
-        let pid = child.id();
-        let mut p = Proxy {
-            child: Some(child),
-            pid,
-            port: 0,
-            stdout,
-            stderr,
-            readers: vec![h1, h2],
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = snapshot(&p.stdout);
-            let port = out
-                .lines()
-                .find_map(|l| l.split("listening on ").nth(1))
-                .map(|rest| rest.split(',').next().unwrap_or(rest))
-                .and_then(|hp| hp.rsplit(':').next())
-                .and_then(|port| port.trim().parse::<u16>().ok());
-            if let Some(port) = port {
-                assert_ne!(port, 0, "the start line names port 0: {out}");
-                p.port = port;
-                return p;
-            }
-            if let Some(st) = p.child.as_mut().unwrap().try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "tcp_proxy exited ({st}) before listening:\n{out}\n{}",
-                    snapshot(&p.stderr)
-                );
-            }
-            assert!(Instant::now() < deadline, "no 'listening on' line: {out}");
-            thread::sleep(Duration::from_millis(10));
-        }
+        let mut proc = Running::spawn("tcp_proxy", &mut cmd);
+        let port = proc.wait_for_port(WAIT);
+        Proxy { proc, port }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -143,53 +103,25 @@ impl Proxy {
     }
 
     fn assert_alive(&mut self) {
-        if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            thread::sleep(Duration::from_millis(100));
-            panic!(
-                "tcp_proxy died: {st}\n{}\n{}",
-                snapshot(&self.stdout),
-                snapshot(&self.stderr)
-            );
-        }
+        self.proc.assert_alive("while serving");
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        rss_kib(self.proc.pid)
     }
 
     /// Sends `sig`, waits for the exit, and checks: exit 0, no sanitizer report.
-    fn stop(mut self, sig: c_int) -> Stopped {
-        let mut child = self.child.take().unwrap();
+    fn stop(self, sig: c_int) -> Stopped {
         let t0 = Instant::now();
-        // SAFETY: kill(2) with plain integers, to our own child (not yet reaped).
-        assert_eq!(unsafe { libc::kill(self.pid as libc::pid_t, sig) }, 0);
-        let status = match wait_timeout(&mut child, WAIT) {
-            Some(st) => st,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tcp_proxy did not exit within {WAIT:?} of signal {sig}");
-            }
-        };
-        let took = t0.elapsed();
-        for h in self.readers.drain(..) {
-            h.join().unwrap();
-        }
+        self.proc.signal(sig);
+        let o = self.proc.wait(WAIT);
         let s = Stopped {
-            status,
-            stdout: snapshot(&self.stdout),
-            stderr: snapshot(&self.stderr),
-            took,
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            took: t0.elapsed(),
         };
-        for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {
-            assert!(
-                !s.stderr.contains(marker),
-                "tcp_proxy: sanitizer report:\n{}",
-                s.stderr
-            );
-        }
+        assert_sanitizer_clean("tcp_proxy", &s.stderr);
         assert!(
             s.status.success(),
             "tcp_proxy exited with {} on signal {sig}:\n{}\n{}",
@@ -201,64 +133,15 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = wait_timeout(&mut c, Duration::from_secs(10));
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The echo server behind the proxy (in this process)
 // ---------------------------------------------------------------------------
 
-/// An echo server from `echo_server_start`, stopped on drop.
-struct Echo {
-    raw: *mut echo_server,
-    port: u16,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        // SAFETY: every field of the config is valid when zeroed; _init fills it.
-        let mut cfg: echo_server_config = unsafe { std::mem::zeroed() };
-        // SAFETY: `cfg` is a valid, writable config.
-        unsafe { echo_server_config_init(&mut cfg) };
-        cfg.host = c"127.0.0.1".as_ptr();
-        cfg.port = 0;
-        cfg.backlog = 0; // SOMAXCONN
-        let mut raw = std::ptr::null_mut();
-        // SAFETY: `cfg` is valid and its strings are 'static; `raw` is writable.
-        assert_eq!(unsafe { echo_server_start(&cfg, &mut raw) }, 0);
-        // SAFETY: a live server.
-        let port = unsafe { echo_server_port(raw) };
-        assert!(port > 0);
-        Echo {
-            raw,
-            port: port as u16,
-        }
-    }
-}
-
-impl Echo {
-    fn stats(&self) -> echo_server_stats {
-        let mut st = echo_server_stats::default();
-        // SAFETY: a live server; `st` is writable.
-        assert_eq!(unsafe { echo_server_get_stats(self.raw, &mut st) }, 0);
-        st
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        // SAFETY: a live server made by echo_server_start, stopped once.
-        let rc = unsafe { echo_server_stop(self.raw) };
-        if !thread::panicking() {
-            assert_eq!(rc, 0, "echo_server_stop");
-        }
-    }
+/// An echo server from `echo_server_start` (backlog SOMAXCONN), stopped on drop.
+fn start_echo() -> Echo {
+    let mut cfg = config();
+    cfg.backlog = 0; // SOMAXCONN
+    Echo::start(&cfg)
 }
 
 // ---------------------------------------------------------------------------
@@ -290,18 +173,6 @@ fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut v = Vec::new();
     s.read_to_end(&mut v).expect("read until EOF");
     v
-}
-
-fn assert_same(what: &str, got: &[u8], want: &[u8]) {
-    if got == want {
-        return;
-    }
-    let first = got.iter().zip(want).position(|(a, b)| a != b);
-    panic!(
-        "{what}: got {} bytes, want {}; first difference at {first:?}",
-        got.len(),
-        want.len()
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -348,7 +219,7 @@ fn proxy_help_and_bad_arguments() {
 #[test]
 fn proxy_relays_16_mib_byte_exact_through_the_echo_server() {
     const N: usize = 16 << 20;
-    let echo = Echo::start();
+    let echo = start_echo();
     let px = Proxy::start(proxy_asan(), echo.port, &["--verbose"], true);
     let data = pattern(16, N);
     let mut s = connect(px.addr());
@@ -395,7 +266,7 @@ fn proxy_relays_16_mib_byte_exact_through_the_echo_server() {
 fn proxy_serves_1000_concurrent_connections_each_echoing_its_own_data() {
     const CLIENTS: usize = 1000;
     const THREADS: usize = 4;
-    let echo = Echo::start();
+    let echo = start_echo();
     let mut px = Proxy::start(proxy_asan(), echo.port, &[], true);
     let addr = px.addr();
     let t0 = Instant::now();
@@ -591,7 +462,7 @@ fn proxy_closes_the_client_when_the_upstream_refuses_or_resets() {
 /// frees everything (LeakSanitizer) and exits 0, promptly.
 #[test]
 fn proxy_stops_on_sigterm_with_open_pairs() {
-    let echo = Echo::start();
+    let echo = start_echo();
     let px = Proxy::start(proxy_asan(), echo.port, &[], true);
     let mut clients: Vec<TcpStream> = (0..20).map(|_| connect(px.addr())).collect();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -644,7 +515,7 @@ fn proxy_stops_on_sigterm_with_open_pairs() {
 fn proxy_memory_stays_bounded_when_a_client_stops_reading() {
     const TOTAL: usize = 64 << 20;
     const CHUNK: usize = 64 << 10;
-    let echo = Echo::start();
+    let echo = start_echo();
     let mut px = Proxy::start(proxy_plain(), echo.port, &[], false);
 
     // Warm up: one full round trip allocates what a working pair needs.

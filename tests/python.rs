@@ -2,28 +2,21 @@
 //! `tests/python/test_epoll_loop.py` (doctests of the module included), runs
 //! against the library cargo just built, found through `EPOLL_LOOP_LIB`.
 
-mod common;
+mod support;
 
-use common::{assert_success, lib_dir, note, readme_blocks, root};
 use std::process::Command;
+use support::{assert_success, have_tool, lib_dir, readme_blocks, root, tool_or_skip};
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 fn have_python() -> bool {
-    let ok = Command::new(python())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is not installed, but CI must run the Python binding's tests"
-        );
-        note("skipped the Python binding's tests: python3 not found");
-    }
-    ok
+    tool_or_skip(
+        have_tool(&python()),
+        "python3",
+        "the Python binding's tests",
+    )
 }
 
 /// `python3 -X dev ARGS` with the binding importable and the built library named.

@@ -1,31 +1,14 @@
 //! The README's C example compiles (C99, -Werror) and does what it says.
 
-mod common;
+mod support;
 
-use common::{Link, assert_success, compile_c, out_dir, root};
 use std::process::Command;
-
-fn c_blocks(md: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in md.lines() {
-        match (&mut cur, line.trim_end()) {
-            (None, "```c") => cur = Some(String::new()),
-            (Some(_), "```") => blocks.push(cur.take().unwrap()),
-            (Some(b), l) => {
-                b.push_str(l);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
-    blocks
-}
+use support::c::{Link, compile_c};
+use support::{assert_success, out_dir, readme_blocks, root};
 
 #[test]
 fn readme_loop_example_compiles_and_runs() {
-    let md = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let blocks = c_blocks(&md);
+    let blocks = readme_blocks("c");
     let example = blocks
         .iter()
         .find(|b| b.contains("int main(void)"))
@@ -59,8 +42,7 @@ fn readme_names_the_two_setup_commands() {
 
 #[test]
 fn epoll_loop_trace_switches_on_dispatch_tracing() {
-    let md = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let blocks = c_blocks(&md);
+    let blocks = readme_blocks("c");
     let example = blocks
         .iter()
         .find(|b| b.contains("int main(void)"))

@@ -15,6 +15,8 @@
 //! can be marked `#[ignore = "reason"]` and run with `cargo test --test
 //! sanitize_races -- --ignored NAME` or `make sanitize SANITIZE_ARGS='--ignored NAME'`.
 
+mod support;
+
 use ::epoll_loop::ffi::*;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::io::{ErrorKind, Read, Write};
@@ -23,22 +25,15 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::echo::config;
+use support::ffi::{SendPtr, new_loop, poll_until};
+use support::net::connect;
 
 const EINVAL: c_int = -libc::EINVAL;
 const EDEADLK: c_int = -libc::EDEADLK;
 
 /// How long any wait in these tests may take before it fails.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn config() -> echo_server_config {
-    // SAFETY: every field is an integer, a raw pointer or an Option of a function
-    // pointer, all valid when zero; config_init then fills in the defaults.
-    let mut cfg: echo_server_config = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid, writable config.
-    unsafe { echo_server_config_init(&mut cfg) };
-    cfg.port = 0;
-    cfg
-}
 
 fn start(cfg: &echo_server_config) -> *mut echo_server {
     let mut srv = std::ptr::null_mut();
@@ -47,55 +42,11 @@ fn start(cfg: &echo_server_config) -> *mut echo_server {
     srv
 }
 
-fn new_loop() -> *mut epoll_loop {
-    let mut lp = std::ptr::null_mut();
-    // SAFETY: a valid out-pointer.
-    assert_eq!(unsafe { epoll_loop_new(&mut lp) }, 0);
-    lp
-}
-
 fn port(srv: *const echo_server) -> u16 {
     // SAFETY: a live server.
     let p = unsafe { echo_server_port(srv) };
     assert!(p > 0, "echo_server_port: {p}");
     p as u16
-}
-
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.set_write_timeout(Some(PATIENCE)).unwrap();
-    s
-}
-
-/// Polls `lp` until `done()` or [`PATIENCE`] runs out (then panics with `what`).
-fn poll_until(lp: *mut epoll_loop, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        // SAFETY: a live loop, polled on its own thread.
-        let rc = unsafe { epoll_loop_poll(lp, 10) };
-        assert!(rc >= 0, "epoll_loop_poll: {rc}");
-    }
-}
-
-/// A raw pointer handed to another thread on purpose: these tests call the
-/// library from several threads, which is what they check.
-struct SendPtr<T>(*mut T);
-impl<T> Clone for SendPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for SendPtr<T> {}
-// SAFETY: the pointee is only touched through the library's functions, which
-// are documented as callable from any thread for the calls made here.
-unsafe impl<T> Send for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// A start line for `n` threads, tighter than a `Barrier` (whose last arrival
@@ -245,7 +196,9 @@ fn stop_from_the_log_callback_during_dispatch(trigger: &'static str) {
     let mut client = connect(port(srv));
     client.write_all(b"x").unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
-    poll_until(lp, "the log callback's stop", || !r.codes().is_empty());
+    poll_until(lp, "the log callback's stop", PATIENCE, || {
+        !r.codes().is_empty()
+    });
     assert_eq!(r.codes(), vec![0], "{trigger}: stop from the log callback");
     // SAFETY: the server was stopped: the documented "stopped twice" misuse.
     assert_eq!(unsafe { echo_server_stop(srv) }, EINVAL, "{trigger}");

@@ -14,15 +14,19 @@
 //! `poll(2)` (not this library, so a library bug cannot hide on both sides).
 //! Expected bytes come from one random pattern, so checking is a compare.
 
-mod hardening;
+mod support;
 
-use hardening::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::echo::{Server, storm_config};
+use support::fd::{count_fds, fds_settle, raise_nofile};
+use support::net::{connect, set_linger_zero};
+use support::process::{cpu_time, own_rss_kib, serial};
+use support::rng::Rng;
 
 const CLIENTS: usize = 1000;
 const THREADS: usize = 8;
@@ -322,18 +326,18 @@ fn a_thousand_random_clients() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let seed = seed();
+    let seed = support::rng::seed("HARDENING_SEED");
     let mut rng = Rng::new(seed);
     let pattern = Arc::new(rng.bytes(PATTERN));
     let fds0 = count_fds();
-    let mut cfg = config(2, 0);
+    let mut cfg = storm_config(2, 0);
     cfg.max_pending_bytes = 64 * 1024;
     let srv = Server::start(&cfg);
     let port = srv.port;
     // Warm up the allocator's arenas the way the run will, then take the baseline.
     still_echoes_big(port);
     malloc_trim();
-    let rss0 = rss_kib();
+    let rss0 = own_rss_kib();
 
     let t0 = Instant::now();
     let until = t0 + Duration::from_secs(secs);
@@ -368,8 +372,8 @@ fn a_thousand_random_clients() {
     thread::sleep(Duration::from_millis(500));
     let idle_cpu = cpu_time() - c0;
     malloc_trim();
-    let rss1 = rss_kib();
-    let stop_took = srv.stop();
+    let rss1 = own_rss_kib();
+    let stop_took = srv.stop_timed();
     let fds = fds_settle(fds0);
 
     let mb = |b: u64| b as f64 / (1 << 20) as f64;

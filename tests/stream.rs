@@ -1,11 +1,8 @@
 //! The stream layer (`epoll_loop_tcp_*`, `epoll_loop_conn_*`, `epoll_loop_listener_*`),
-//! signals and cross-thread posting, proved through the exported C ABI as a C
-//! program would use it: raw handles, `unsafe extern "C"` callbacks, `user_data`
-//! pointing at test state. Plus `tests/c/stream_test.c` run under ASan + UBSan
-//! (and LeakSanitizer where it works): the stream layer from C, posts from
-//! pthreads, and SIGUSR1 sent by this process to a C program that blocked it in
-//! `main` before anything else (the blocking rule cannot hold in this
-//! many-threaded test binary).
+//! proved through the exported C ABI as a C program would use it: raw handles,
+//! `unsafe extern "C"` callbacks, `user_data` pointing at test state. Plus
+//! `tests/c/stream_test.c` run under ASan + UBSan (and LeakSanitizer where it
+//! works): the stream layer from C. Signals and posts: `tests/signals_posts.rs`.
 //!
 //! Conventions of this file:
 //! - Callbacks never panic (a panic cannot unwind out of an `extern "C"` fn).
@@ -15,20 +12,23 @@
 //!   condition or a deadline; peers use socket timeouts.
 //! - Only 127.0.0.1 and port 0 (or a port just closed, for "refused").
 
-mod common;
+mod support;
 
 use ::epoll_loop::ffi::*;
-use common::{Link, Scratch, compile_c, lib_dir, out_dir, root, sanitizer_env};
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::Scratch;
+use support::c::{assert_c_tests_passed, build_c_test, sanitizer_env};
+use support::ffi::Loop;
+use support::process::output_within;
 
 // ---------------------------------------------------------------------------
 // What the callbacks saw
@@ -372,82 +372,52 @@ fn set_buf(fd: c_int, opt: c_int, bytes: c_int) -> c_int {
 // Loop and listener
 // ---------------------------------------------------------------------------
 
-/// A loop owned by the test, freed on drop. Declare the `Rec`s a test's
-/// callbacks point at before it, so they outlive it.
-struct Loop(*mut epoll_loop);
+/// The stream layer's calls on a test's [`Loop`]. Declare the `Rec`s a test's
+/// callbacks point at before the loop, so they outlive it.
+trait Stream {
+    /// A listener on 127.0.0.1, port 0, with `CBS` and `srv`.
+    fn listen(&self, srv: &Rec) -> Listener;
+    /// An outgoing connection to 127.0.0.1:`port` with `rec`'s callbacks.
+    fn connect(&self, port: u16, rec: &Rec) -> *mut epoll_loop_conn;
+}
 
-impl Loop {
-    fn new() -> Loop {
-        let mut p = std::ptr::null_mut();
-        // SAFETY: `p` is a writable out-pointer.
-        assert_eq!(unsafe { epoll_loop_new(&mut p) }, 0, "epoll_loop_new");
-        assert!(!p.is_null());
-        Loop(p)
-    }
-
-    fn poll(&self, ms: c_int) -> c_int {
-        // SAFETY: a live loop, driven by this thread only.
-        let rc = unsafe { epoll_loop_poll(self.0, ms) };
-        assert!(rc >= 0, "epoll_loop_poll: {rc}");
-        rc
-    }
-
-    fn stats(&self) -> epoll_loop_stats {
-        let mut st = epoll_loop_stats::default();
-        // SAFETY: a live loop; `st` is writable.
-        assert_eq!(unsafe { epoll_loop_get_stats(self.0, &mut st) }, 0);
-        st
-    }
-
-    /// Polls until `done()`, failing after `limit`.
-    fn poll_until(&self, what: &str, limit: Duration, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-            self.poll(20);
-        }
-    }
-
-    /// Polls for `d` (to show that nothing more happens).
-    fn poll_for(&self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            self.poll(10);
-        }
-    }
-
+impl Stream for Loop<'_> {
     fn listen(&self, srv: &Rec) -> Listener {
         let mut l = std::ptr::null_mut();
         // SAFETY: a live loop; the host is a C string; `CBS` is static; `srv`
         // outlives the loop (declared before it); `l` is writable.
         let rc = unsafe {
-            epoll_loop_tcp_listen(self.0, c"127.0.0.1".as_ptr(), 0, 0, &CBS, srv.ud(), &mut l)
+            epoll_loop_tcp_listen(
+                self.ptr(),
+                c"127.0.0.1".as_ptr(),
+                0,
+                0,
+                &CBS,
+                srv.ud(),
+                &mut l,
+            )
         };
         assert_eq!(rc, 0, "epoll_loop_tcp_listen");
         Listener(l)
     }
 
-    /// An outgoing connection to 127.0.0.1:`port` with `rec`'s callbacks.
     fn connect(&self, port: u16, rec: &Rec) -> *mut epoll_loop_conn {
         let mut c = std::ptr::null_mut();
         // SAFETY: as in `listen`; `c` is writable.
         let rc = unsafe {
-            epoll_loop_tcp_connect(self.0, c"127.0.0.1".as_ptr(), port, &CBS, rec.ud(), &mut c)
+            epoll_loop_tcp_connect(
+                self.ptr(),
+                c"127.0.0.1".as_ptr(),
+                port,
+                &CBS,
+                rec.ud(),
+                &mut c,
+            )
         };
         assert_eq!(rc, 0, "epoll_loop_tcp_connect to port {port}");
         assert!(!c.is_null());
         rec.conn.set(c);
         c
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        // SAFETY: a live loop nothing else frees; no callback is running.
-        let rc = unsafe { epoll_loop_free(self.0) };
-        if !thread::panicking() {
-            assert_eq!(rc, 0, "epoll_loop_free");
-        }
     }
 }
 
@@ -611,7 +581,7 @@ fn connect_to_a_black_hole_times_out_with_etimedout() {
     let c = lp.connect(addr.port(), &cli);
     let t0 = Instant::now();
     assert_eq!(set_timeout(c, 300), 0);
-    lp.poll(20);
+    lp.poll_ok(20);
     assert_eq!(
         address(c, Side::Peer, 64),
         Err(-libc::ENOTCONN),
@@ -683,11 +653,11 @@ fn calls_with_null_return_einval() {
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_listen(lp.0, host, 0, 0, std::ptr::null(), rec.ud(), &mut out_l),
+            epoll_loop_tcp_listen(lp.ptr(), host, 0, 0, std::ptr::null(), rec.ud(), &mut out_l),
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_listen(lp.0, host, 0, 0, &CBS, rec.ud(), std::ptr::null_mut()),
+            epoll_loop_tcp_listen(lp.ptr(), host, 0, 0, &CBS, rec.ud(), std::ptr::null_mut()),
             einval
         );
         assert_eq!(
@@ -695,16 +665,16 @@ fn calls_with_null_return_einval() {
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_connect(lp.0, host, 9, std::ptr::null(), rec.ud(), &mut out_c),
+            epoll_loop_tcp_connect(lp.ptr(), host, 9, std::ptr::null(), rec.ud(), &mut out_c),
             einval
         );
         assert_eq!(
-            epoll_loop_tcp_connect(lp.0, host, 9, &CBS, rec.ud(), std::ptr::null_mut()),
+            epoll_loop_tcp_connect(lp.ptr(), host, 9, &CBS, rec.ud(), std::ptr::null_mut()),
             einval
         );
         let bad_utf8 = c"\xff\xfe".as_ptr();
         assert_eq!(
-            epoll_loop_tcp_connect(lp.0, bad_utf8, 9, &CBS, rec.ud(), &mut out_c),
+            epoll_loop_tcp_connect(lp.ptr(), bad_utf8, 9, &CBS, rec.ud(), &mut out_c),
             einval
         );
     }
@@ -1183,7 +1153,7 @@ fn stream_through_slow_peer(
             p.sent.get()
         );
         assert!(now < deadline, "chunk {chunk}: transfer not done in 300 s");
-        lp.poll(20);
+        lp.poll_ok(20);
     }
     let elapsed = start.elapsed();
     let got = reader.join().expect("reader thread");
@@ -2002,199 +1972,14 @@ fn listener_user_data_limits_addresses_and_close() {
 }
 
 // ---------------------------------------------------------------------------
-// Posting from threads
-// ---------------------------------------------------------------------------
-
-/// What the posted callbacks record (touched on the loop thread only).
-struct PostState {
-    loop_thread: thread::ThreadId,
-    next: RefCell<Vec<u32>>,
-    out_of_order: Cell<u32>,
-    wrong_thread: Cell<u32>,
-    ran: Cell<u32>,
-}
-
-/// One posted item: boxed by the posting thread, freed by the callback.
-struct Item {
-    state: *const PostState,
-    thread: usize,
-    seq: u32,
-}
-
-unsafe extern "C" fn post_cb(_lp: *mut epoll_loop, ud: *mut c_void) {
-    // SAFETY: `ud` is a `Box<Item>` leaked by the posting thread, run once.
-    let item = unsafe { Box::from_raw(ud.cast::<Item>()) };
-    // SAFETY: the state outlives the loop and is only touched on this thread.
-    let st = unsafe { &*item.state };
-    if thread::current().id() != st.loop_thread {
-        st.wrong_thread.set(st.wrong_thread.get() + 1);
-    }
-    let mut next = st.next.borrow_mut();
-    if item.seq != next[item.thread] {
-        st.out_of_order.set(st.out_of_order.get() + 1);
-    }
-    next[item.thread] = item.seq + 1;
-    st.ran.set(st.ran.get() + 1);
-}
-
-/// Raw pointers handed to the posting threads.
-#[derive(Clone, Copy)]
-struct PostTarget {
-    lp: *mut epoll_loop,
-    state: *const PostState,
-}
-// SAFETY: the threads only pass `lp` to epoll_loop_post (documented thread-safe
-// while the loop lives; it is freed after they are joined) and carry `state`
-// inside items without dereferencing it.
-unsafe impl Send for PostTarget {}
-
-/// 8 threads post 10 000 numbered items each while the test thread polls: all
-/// run, in posting order per thread, on the loop thread, and every run counts
-/// as a callback in `epoll_loop_poll`'s return value.
-#[test]
-fn posts_from_8_threads_all_run_in_order_on_the_loop_thread() {
-    const THREADS: usize = 8;
-    const PER: u32 = 10_000;
-    let st = PostState {
-        loop_thread: thread::current().id(),
-        next: RefCell::new(vec![0; THREADS]),
-        out_of_order: Cell::new(0),
-        wrong_thread: Cell::new(0),
-        ran: Cell::new(0),
-    };
-    let lp = Loop::new();
-    // SAFETY: a live loop; NULL callbacks / loops are answered with -EINVAL.
-    unsafe {
-        assert_eq!(
-            epoll_loop_post(lp.0, None, std::ptr::null_mut()),
-            -libc::EINVAL
-        );
-        assert_eq!(
-            epoll_loop_post(std::ptr::null_mut(), Some(post_cb), std::ptr::null_mut()),
-            -libc::EINVAL
-        );
-    }
-    let target = PostTarget {
-        lp: lp.0,
-        state: &st,
-    };
-    let barrier = Barrier::new(THREADS + 1);
-    let t0 = Instant::now();
-    let mut callbacks = 0i64;
-    let mut iterations = 0u32;
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    let target = target;
-                    barrier.wait();
-                    let mut failed = 0;
-                    for seq in 0..PER {
-                        let item = Box::into_raw(Box::new(Item {
-                            state: target.state,
-                            thread: t,
-                            seq,
-                        }));
-                        // SAFETY: the loop is alive until after this scope; `item` is
-                        // handed to the callback, which frees it.
-                        let rc = unsafe { epoll_loop_post(target.lp, Some(post_cb), item.cast()) };
-                        if rc != 0 {
-                            failed += 1;
-                            // SAFETY: not posted: still ours.
-                            drop(unsafe { Box::from_raw(item) });
-                        }
-                    }
-                    failed
-                })
-            })
-            .collect();
-        barrier.wait();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while st.ran.get() < THREADS as u32 * PER && Instant::now() < deadline {
-            callbacks += i64::from(lp.poll(100));
-            iterations += 1;
-        }
-        for h in handles {
-            assert_eq!(h.join().unwrap(), 0, "failed posts");
-        }
-    });
-    let took = t0.elapsed();
-    println!(
-        "{} posts from {THREADS} threads ran in {took:?} over {iterations} loop iterations",
-        st.ran.get()
-    );
-    assert_eq!(st.ran.get(), THREADS as u32 * PER);
-    assert_eq!(
-        callbacks,
-        i64::from(st.ran.get()),
-        "each post counts as a callback"
-    );
-    assert_eq!(st.wrong_thread.get(), 0, "a post ran off the loop thread");
-    assert_eq!(
-        st.out_of_order.get(),
-        0,
-        "posts from one thread out of order"
-    );
-    assert_eq!(*st.next.borrow(), vec![PER; THREADS]);
-    // Nothing left: a further poll runs no callback.
-    assert_eq!(lp.poll(0), 0);
-}
-
-// ---------------------------------------------------------------------------
-// The C program: stream layer, posts and signals under the sanitizers
+// The C program: the stream layer under the sanitizers
 // ---------------------------------------------------------------------------
 
 /// `tests/c/stream_test.c`, built once with ASan + UBSan against the `.so`.
 fn stream_test_exe() -> &'static std::path::Path {
     static EXE: OnceLock<Scratch> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let exe = Scratch::new(&out_dir("stream"), "stream_test");
-        let src = root().join("tests").join("c").join("stream_test.c");
-        compile_c(&[&src], exe.path(), Link::Shared, true, &[]);
-        exe
-    })
-    .path()
-}
-
-fn stream_test_cmd(mode: &str) -> Command {
-    let mut cmd = Command::new(stream_test_exe());
-    cmd.arg(mode).env("LD_LIBRARY_PATH", lib_dir());
-    sanitizer_env(&mut cmd);
-    cmd
-}
-
-/// Asserts a C run passed: exit 0, "N passed, 0 failed", no sanitizer report.
-fn check_c_run(what: &str, o: &std::process::Output) {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    print!("{out}");
-    assert!(
-        o.status.success() && out.contains(" passed, 0 failed"),
-        "{what} failed ({}):\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
-        o.status
-    );
-    for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:"] {
-        assert!(!err.contains(marker), "{what}: sanitizer report:\n{err}");
-    }
-}
-
-/// Waits for `child` at most `limit`, killing it then.
-fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "still running after {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    EXE.get_or_init(|| build_c_test("stream_test", true, &[]))
+        .path()
 }
 
 /// The stream layer from C under ASan/UBSan/LSan: echo round trip with bytes
@@ -2203,110 +1988,8 @@ fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process:
 /// no fd left open).
 #[test]
 fn c_stream_test_passes_under_sanitizers() {
-    let child = stream_test_cmd("stream")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(120));
-    check_c_run("stream_test stream", &o);
-}
-
-/// Posts from 8 pthreads (10 000 each) in C under ASan/UBSan/LSan.
-#[test]
-fn c_posts_from_pthreads_pass_under_sanitizers() {
-    let child = stream_test_cmd("posts")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(120));
-    check_c_run("stream_test posts", &o);
-}
-
-/// Signals through the loop: the C program blocks SIGUSR1 in `main` before
-/// anything else (the blocking rule: in every thread), watches it, prints its
-/// pid; this test sends SIGUSR1 three times, each after the previous one was
-/// reported (standard signals do not queue), and the program's callback counts
-/// them, then checks `_signal_stop` (-ENOENT the second time) and the misuse
-/// codes (an unblocked signal: `EPOLL_LOOP_ENOTBLOCKED`; SIGKILL, SIGSTOP, bad
-/// numbers, NULL: -EINVAL; twice: -EEXIST).
-#[test]
-fn signals_from_another_process_reach_the_loop_callback() {
-    let mut child = KillOnDrop(Some(
-        stream_test_cmd("signals")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let child_pid = child.0.as_ref().unwrap().id();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut transcript = Vec::new();
-    let mut next_line = |what: &str| -> String {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => {
-                transcript.push(l.clone());
-                l
-            }
-            Err(e) => panic!("no '{what}' line from stream_test ({e}); so far: {transcript:?}"),
-        }
-    };
-    let ready = next_line("ready");
-    let pid: i32 = ready
-        .strip_prefix("ready pid=")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {ready}"));
-    assert_eq!(pid as u32, child_pid);
-    let t0 = Instant::now();
-    for i in 1..=3 {
-        let sent = Instant::now();
-        // SAFETY: kill(2) with plain integers, to our own child (not yet reaped).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-        let line = next_line("signal");
-        assert_eq!(line, format!("signal {} count {i}", libc::SIGUSR1));
-        println!(
-            "SIGUSR1 #{i}: reported by the loop callback after {:?}",
-            sent.elapsed()
-        );
-    }
-    let o = wait_output(child.0.take().unwrap(), Duration::from_secs(30));
-    reader.join().unwrap();
-    println!("3 signals delivered in {:?}", t0.elapsed());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.success(),
-        "stream_test signals: {}\n{err}",
-        o.status
-    );
-    for marker in [
-        "AddressSanitizer",
-        "LeakSanitizer",
-        "runtime error:",
-        "check failed",
-        "returned",
-    ] {
-        assert!(!err.contains(marker), "stream_test signals:\n{err}");
-    }
-}
-
-/// A child process killed (and reaped) on drop unless taken.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    let mut cmd = Command::new(stream_test_exe());
+    sanitizer_env(&mut cmd);
+    let o = output_within(&mut cmd, Duration::from_secs(120));
+    assert_c_tests_passed("stream_test", &o, 1);
 }

@@ -4,13 +4,17 @@
 //! asked. Through the exported functions, as C calls them. Bounded in time:
 //! each hammering thread stops after `HAMMER` or `POSTS` posts.
 
+mod support;
+
 use ::epoll_loop::ffi::*;
 use std::ffi::{c_int, c_void};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::fd::pipe;
+use support::ffi::{SendPtr, new_loop, start_timer, watch_readable};
 
 const THREADS: usize = 8;
 /// Posts per hammering thread (at most).
@@ -44,66 +48,21 @@ unsafe extern "C" fn on_timer(_lp: *mut epoll_loop, _id: u64, _ud: *mut c_void) 
 
 unsafe extern "C" fn on_readable(_lp: *mut epoll_loop, _fd: c_int, _ev: u32, _ud: *mut c_void) {}
 
-/// The loop pointer, shareable with the hammering threads (stop, wake and post
-/// are documented thread-safe).
-#[derive(Clone, Copy)]
-struct LoopPtr(*mut epoll_loop);
-// SAFETY: only the thread-safe functions are called through it from other threads.
-unsafe impl Send for LoopPtr {}
-// SAFETY: as above.
-unsafe impl Sync for LoopPtr {}
-
-impl LoopPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut epoll_loop {
-        self.0
-    }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: two new descriptors that only we own.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
 #[test]
 fn stop_wake_and_post_from_eight_threads_while_timers_fire() {
     RUNS.get_or_init(|| (0..THREADS * POSTS).map(|_| AtomicU8::new(0)).collect());
     LOOP_THREAD.store(me(), Ordering::Relaxed);
-    let mut lp = std::ptr::null_mut();
-    // SAFETY: `lp` is a valid out-pointer.
-    assert_eq!(unsafe { epoll_loop_new(&mut lp) }, 0);
-    let shared = LoopPtr(lp);
+    let lp = new_loop();
+    // Only the thread-safe calls (stop, wake, post) go through it from other threads.
+    let shared = SendPtr(lp);
 
     // Keep `run` busy: a registered pipe and timers (1 ms repeating, and
     // one-shots started as we go).
     let (r, _w) = pipe();
-    // SAFETY: live loop, open fd, static callbacks.
-    unsafe {
-        assert_eq!(
-            epoll_loop_register(
-                lp,
-                r.as_raw_fd(),
-                EPOLL_LOOP_IN,
-                Some(on_readable),
-                std::ptr::null_mut()
-            ),
-            0
-        );
-        assert_eq!(
-            epoll_loop_timer_start(
-                lp,
-                1,
-                1,
-                Some(on_timer),
-                std::ptr::null_mut(),
-                std::ptr::null_mut()
-            ),
-            0
-        );
-    }
+    assert_eq!(watch_readable(lp, r.as_raw_fd(), on_readable), 0);
+    // SAFETY: NULL user data, which `on_timer` ignores.
+    let rc = unsafe { start_timer(lp, 1, 1, on_timer, std::ptr::null_mut()) };
+    assert_eq!(rc, 0);
 
     let posted = Arc::new(AtomicUsize::new(0));
     let stops = Arc::new(AtomicUsize::new(0));

@@ -11,103 +11,16 @@
  * failure. It also checks that it leaves no fd open: the number of entries in
  * /proc/self/fd is the same at the end as at the start.
  */
-#include "epoll_loop.h"
+#include "harness.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <dirent.h>
-
-/* ------------------------------------------------------------------ harness */
-
-static int g_check_failures; /* failed checks in the current test */
-static int g_tests_passed;
-static int g_tests_failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            g_check_failures++;                                                      \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-
-/* An API result for messages: the error's text, or what a count means. */
-static const char *describe(int rc)
-{
-    return rc < 0 ? epoll_loop_strerror(rc) : rc == 0 ? "success" : "a count";
-}
-
-/* Checks that an API call returned `want`; prints both codes and messages if not. */
-#define CHECK_RC(expr, want)                                                         \
-    do {                                                                             \
-        int got_ = (expr);                                                           \
-        int want_ = (want);                                                          \
-        if (got_ != want_) {                                                         \
-            g_check_failures++;                                                      \
-            fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d (%s)\n",        \
-                    __FILE__, __LINE__, #expr, got_, describe(got_), want_,          \
-                    describe(want_));                                                \
-        }                                                                            \
-    } while (0)
-
-/* For set-up steps: on failure, record it and jump to the test's cleanup label. */
-#define REQUIRE(cond)                                                                \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            g_check_failures++;                                                      \
-            fprintf(stderr, "%s:%d: required: %s (errno %d: %s)\n", __FILE__,        \
-                    __LINE__, #cond, errno, strerror(errno));                        \
-            goto cleanup;                                                            \
-        }                                                                            \
-    } while (0)
-
-static void run_test(const char *name, void (*fn)(void))
-{
-    g_check_failures = 0;
-    fn();
-    if (g_check_failures == 0) {
-        g_tests_passed++;
-    } else {
-        g_tests_failed++;
-        fprintf(stderr, "FAILED: %s (%d failed checks)\n", name, g_check_failures);
-    }
-}
-
-#define RUN(fn) run_test(#fn, fn)
-
-/* Number of open fds, from /proc/self/fd (the directory's own fd excluded). */
-static int count_open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (d == NULL)
-        return -1;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] != '.')
-            n++;
-    }
-    closedir(d);
-    return n - 1;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* ------------------------------------------------------------------ helpers */
 
 static void close_fd(int *fd)
 {
@@ -940,7 +853,7 @@ cleanup:
 
 int main(void)
 {
-    int fds_before, fds_after;
+    int fds_before;
 
     alarm(120); /* a hang is a failure, not a stuck test run */
     fds_before = count_open_fds();
@@ -967,20 +880,6 @@ int main(void)
     RUN(test_stop_from_another_thread);
     RUN(test_stats);
 
-    /* last: nothing above may leave an fd open */
-    g_check_failures = 0;
-    fds_after = count_open_fds();
-    if (fds_before < 0 || fds_after != fds_before) {
-        fprintf(stderr, "open fds: %d before, %d after\n", fds_before, fds_after);
-        g_check_failures++;
-    }
-    if (g_check_failures == 0) {
-        g_tests_passed++;
-    } else {
-        g_tests_failed++;
-        fprintf(stderr, "FAILED: no_fd_leaked\n");
-    }
-
-    printf("%d passed, %d failed\n", g_tests_passed, g_tests_failed);
-    return g_tests_failed == 0 ? 0 : 1;
+    check_no_fd_leaked(fds_before); /* last: nothing above may leave one open */
+    return report();
 }
