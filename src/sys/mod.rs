@@ -13,6 +13,7 @@ pub mod signal;
 pub mod socket;
 #[cfg(test)]
 pub mod testing;
+pub mod unix;
 
 use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -51,6 +52,10 @@ impl Errno {
     pub const ECANCELED: Errno = Errno(libc::ECANCELED);
     pub const EADDRINUSE: Errno = Errno(libc::EADDRINUSE);
     pub const ENOSPC: Errno = Errno(libc::ENOSPC);
+    pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
+    pub const EAFNOSUPPORT: Errno = Errno(libc::EAFNOSUPPORT);
+    pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
+    pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
 
     /// The first of the library's own codes; 3000..=3099 are name-resolution
     /// failures (`3000 + n` for glibc's `EAI_*` value `-n`), from 3100 others.

@@ -68,7 +68,7 @@ fn from_raw(ss: &libc::sockaddr_storage) -> Result<SocketAddr> {
                 sin6.sin6_scope_id,
             )))
         }
-        _ => Err(Errno(libc::EAFNOSUPPORT)),
+        _ => Err(Errno::EAFNOSUPPORT),
     }
 }
 
